@@ -1,0 +1,123 @@
+//! `pgpubsub-gen`: writes the Diesel migration that brings the database's
+//! pgpubsub objects in line with this crate's channels and listeners.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgpubsub::Registry;
+
+use crate::error::Result;
+use crate::migration::{self, Diff, State};
+
+/// The generator's command line.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "pgpubsub-gen",
+    about = "Write Diesel migrations with the triggers of this crate's pgpubsub channels"
+)]
+pub struct GenArgs {
+    /// The Diesel migrations directory [default: `migrations` in the crate].
+    #[arg(long)]
+    pub migrations_dir: Option<PathBuf>,
+    /// Write nothing; exit with status 1 when the migrations are behind the code.
+    #[arg(long)]
+    pub check: bool,
+    /// The migration version to use instead of the current time (`YYYY-MM-DD-HHMMSS`).
+    #[arg(long)]
+    pub version: Option<String>,
+}
+
+/// What a run found and did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The migrations on disk match the code.
+    UpToDate,
+    /// A migration was written.
+    Written {
+        /// Its directory.
+        path: PathBuf,
+        /// What it changes.
+        diff: Diff,
+    },
+    /// `--check` found the code ahead of the migrations.
+    Behind {
+        /// What a run would change.
+        diff: Diff,
+    },
+}
+
+/// Compares the code's registry with the migrations in `dir`, writing a new
+/// migration unless `check`.
+pub fn generate(
+    registry: &Registry,
+    dir: &Path,
+    check: bool,
+    version: Option<&str>,
+) -> Result<Outcome> {
+    let desired = State::desired(registry)?;
+    let recorded = migration::recorded(dir)?
+        .map(|recorded| recorded.state)
+        .unwrap_or_default();
+    let diff = recorded.diff(&desired);
+    if diff.is_empty() {
+        return Ok(Outcome::UpToDate);
+    }
+    if check {
+        return Ok(Outcome::Behind { diff });
+    }
+    let version = match version {
+        Some(version) => version.to_owned(),
+        None => migration::next_version(dir, chrono::Utc::now())?,
+    };
+    let path = migration::write(dir, &version, &desired, &diff)?;
+    Ok(Outcome::Written { path, diff })
+}
+
+/// Runs the generator with the process arguments; `manifest_dir` is the
+/// crate whose `migrations/` directory is the default.
+pub fn main_in(manifest_dir: &str) -> ExitCode {
+    let args = GenArgs::parse();
+    let dir = args
+        .migrations_dir
+        .clone()
+        .unwrap_or_else(|| Path::new(manifest_dir).join("migrations"));
+    let outcome = Registry::load()
+        .map_err(crate::Error::from)
+        .and_then(|registry| generate(&registry, &dir, args.check, args.version.as_deref()));
+    match outcome {
+        Ok(Outcome::UpToDate) => {
+            println!(
+                "pgpubsub migrations in {} are up to date",
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Written { path, diff }) => {
+            println!("wrote {}", path.display());
+            for line in &diff.summary {
+                println!("  {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Behind { diff }) => {
+            eprintln!(
+                "pgpubsub migrations in {} are behind the code; run `cargo run --bin pgpubsub-gen`. Changes:",
+                dir.display()
+            );
+            for line in &diff.summary {
+                eprintln!("  {line}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::from(2)
+        }
+    }
+}

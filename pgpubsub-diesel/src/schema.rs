@@ -1,0 +1,90 @@
+//! pgpubsub's own tables and functions, as append-only schema steps: a step
+//! once released never changes; a new pgpubsub version adds steps.
+
+/// One step of pgpubsub's own schema.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaStep {
+    /// A stable key (`schema/0001`).
+    pub key: &'static str,
+    /// What the step creates.
+    pub up: &'static str,
+    /// How to undo it.
+    pub down: &'static str,
+}
+
+/// Every step, in order.
+pub const STEPS: &[SchemaStep] = &[SchemaStep {
+    key: "schema/0001",
+    up: SCHEMA_0001_UP,
+    down: SCHEMA_0001_DOWN,
+}];
+
+const SCHEMA_0001_UP: &str = r#"-- The latest applied Diesel migration: a notification's db_version.
+CREATE FUNCTION pgpubsub_db_version() RETURNS text
+LANGUAGE plpgsql STABLE AS $pgpubsub$
+BEGIN
+    IF to_regclass('__diesel_schema_migrations') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN (SELECT max(version) FROM __diesel_schema_migrations);
+END;
+$pgpubsub$;
+
+-- The notification context set by with_context / set_session_context.
+CREATE FUNCTION pgpubsub_context() RETURNS jsonb
+LANGUAGE sql STABLE AS $pgpubsub$
+    SELECT COALESCE(NULLIF(current_setting('pgpubsub.context', true), ''), '{}')::jsonb
+$pgpubsub$;
+
+-- Stored notifications: every notification of a lockable channel, and the
+-- payloads of broadcast ones too large for NOTIFY.
+CREATE TABLE pgpubsub_notification (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    channel varchar(63) NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    db_version text DEFAULT pgpubsub_db_version(),
+    broadcast boolean NOT NULL DEFAULT false,
+    attempts integer NOT NULL DEFAULT 0,
+    available_at timestamptz NOT NULL DEFAULT now(),
+    last_error text,
+    failed_at timestamptz
+);
+
+CREATE INDEX pgpubsub_notification_claim_idx
+    ON pgpubsub_notification (channel, id) WHERE NOT broadcast;
+
+-- Sends one notification: stored and woken (lockable) or broadcast.
+CREATE FUNCTION pgpubsub_notification_send(p_channel text, p_lock boolean, p_payload jsonb)
+RETURNS void
+LANGUAGE plpgsql AS $pgpubsub$
+DECLARE
+    v_payload jsonb := p_payload || jsonb_build_object('context', pgpubsub_context());
+    v_text text;
+    v_id bigint;
+BEGIN
+    IF p_lock THEN
+        INSERT INTO pgpubsub_notification (channel, payload) VALUES (p_channel, v_payload);
+        -- A wake-up: identical notifications of one transaction fold into one.
+        PERFORM pg_notify(p_channel, '');
+        RETURN;
+    END IF;
+    v_text := v_payload::text;
+    -- NOTIFY payloads must stay under 8000 bytes; larger ones are stored.
+    IF octet_length(v_text) <= 7900 THEN
+        PERFORM pg_notify(p_channel, v_text);
+    ELSE
+        INSERT INTO pgpubsub_notification (channel, payload, broadcast)
+        VALUES (p_channel, v_payload, true)
+        RETURNING id INTO v_id;
+        PERFORM pg_notify(p_channel, jsonb_build_object('pgpubsub_stored', v_id)::text);
+    END IF;
+END;
+$pgpubsub$;
+"#;
+
+const SCHEMA_0001_DOWN: &str = r#"DROP FUNCTION IF EXISTS pgpubsub_notification_send(text, boolean, jsonb);
+DROP TABLE IF EXISTS pgpubsub_notification;
+DROP FUNCTION IF EXISTS pgpubsub_context();
+DROP FUNCTION IF EXISTS pgpubsub_db_version();
+"#;

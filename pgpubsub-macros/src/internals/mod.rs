@@ -1,0 +1,56 @@
+//! Parsing and error reporting shared by the attributes.
+
+pub mod args;
+pub mod ctxt;
+pub mod symbol;
+
+use proc_macro2::TokenStream;
+use quote::ToTokens;
+
+pub use ctxt::Ctxt;
+
+/// The user's item followed by the errors found in its attribute.
+///
+/// An attribute consumes its item: emitting it next to the errors keeps
+/// every use of it compiling, so the user sees the mistake in the attribute
+/// rather than a cascade of "cannot find type" errors.
+pub fn item_with_errors<T: ToTokens>(item: &T, err: syn::Error) -> TokenStream {
+    let mut tokens = item.to_token_stream();
+    tokens.extend(err.into_compile_error());
+    tokens
+}
+
+/// Renders a type as written, without the spaces `TokenStream`'s `Display`
+/// puts around punctuation (`crate::models::Media`, `Vec<u8>`).
+pub fn type_name<T: ToTokens>(ty: &T) -> String {
+    let mut out = String::new();
+    let rendered = ty.to_token_stream().to_string();
+    for piece in rendered.split(' ') {
+        let glue = match (out.chars().last(), piece.chars().next()) {
+            (None, _) => false,
+            (Some(':' | '<' | '&' | '('), _) => true,
+            (_, Some(':' | '<' | '>' | ',' | ')')) => true,
+            _ => false,
+        };
+        if !glue && !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(piece);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::type_name;
+
+    #[test]
+    fn renders_types_compactly() {
+        assert_eq!(type_name(&quote!(Media)), "Media");
+        assert_eq!(type_name(&quote!(crate::models::Media)), "crate::models::Media");
+        assert_eq!(type_name(&quote!(::m::Row<'static, u8>)), "::m::Row<'static, u8>");
+        assert_eq!(type_name(&quote!(&mut Vec<(u8, u16)>)), "&mut Vec<(u8, u16)>");
+    }
+}

@@ -1,0 +1,137 @@
+//! Errors of the pgpubsub runtime.
+
+/// Everything that can fail in pgpubsub's runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Two channel types declare the same channel name.
+    #[error("two channels are named `{name}`: `{first}` and `{second}`; give one of them another `name = \"...\"`")]
+    DuplicateChannel {
+        /// The shared name.
+        name: String,
+        /// One declaring type.
+        first: String,
+        /// The other declaring type.
+        second: String,
+    },
+    /// A channel name that no registered channel has.
+    #[error("unknown channel `{name}`{}", known_list(.known))]
+    UnknownChannel {
+        /// The name asked for.
+        name: String,
+        /// The registered channel names.
+        known: Vec<String>,
+    },
+    /// Connecting to PostgreSQL failed.
+    #[error("cannot connect to PostgreSQL at {url}")]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `LISTEN` or waiting for notifications failed.
+    #[error("listening for notifications failed")]
+    Listen(#[source] postgres::Error),
+    /// Claiming, completing or recording a notification failed.
+    #[error("{what} failed")]
+    Query {
+        /// Which query.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: diesel::result::Error,
+    },
+    /// Beginning or committing a transaction failed.
+    #[error("transaction failed")]
+    Transaction(#[from] diesel::result::Error),
+    /// A model's table or columns could not be rendered by Diesel.
+    #[error("cannot read the table of model `{model}`: {message}")]
+    Model {
+        /// The model type.
+        model: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A message could not be serialized to JSON.
+    #[error("cannot serialize the message for channel `{channel}`")]
+    Serialize {
+        /// The channel.
+        channel: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A listener configuration value is invalid.
+    #[error("invalid listener configuration: {0}")]
+    Config(String),
+    /// A worker thread failed and restarting is off.
+    #[error("worker {worker} failed: {message}")]
+    Worker {
+        /// The worker's number.
+        worker: usize,
+        /// What failed.
+        message: String,
+    },
+    /// Installing the signal handlers failed.
+    #[error("cannot install the SIGINT/SIGTERM handlers")]
+    Signal(#[source] std::io::Error),
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        String::new()
+    } else {
+        format!("; known channels: {}", known.join(", "))
+    }
+}
+
+/// `Result` with pgpubsub's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn query(what: &'static str) -> impl FnOnce(diesel::result::Error) -> Error {
+        move |source| Error::Query { what, source }
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub(crate) fn redact_url(url: &str) -> String {
+    // postgres://user:password@host/db -> postgres://user:***@host/db
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.rsplit_once('@') {
+            if let Some((user, _password)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("host=h user=u"), "host=h user=u");
+    }
+
+    #[test]
+    fn unknown_channel_lists_known_ones() {
+        let err = Error::UnknownChannel {
+            name: "medai".into(),
+            known: vec!["media".into(), "posts".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "unknown channel `medai`; known channels: media, posts"
+        );
+    }
+}

@@ -1,0 +1,36 @@
+//! Support for the code the attributes generate. Not a public API: it changes
+//! without notice.
+
+pub use diesel;
+pub use linkme;
+pub use serde;
+pub use serde_json;
+
+pub use crate::event::{Event, HandlerError, IntoHandlerResult, Invocation};
+pub use crate::registry::{
+    ChannelDef, ChannelSource, HandlerDef, HandlerKind, Ops, TriggerSource, CHANNELS, HANDLERS,
+};
+
+use crate::channel::Model;
+
+/// The `TriggerSource` of a model, for `#[trigger_channel]`.
+pub const fn trigger_source<M: Model>(model: &'static str) -> TriggerSource {
+    TriggerSource {
+        model,
+        table_sql: M::table_sql,
+        columns: M::columns,
+    }
+}
+
+/// Turns a handler's return value into the handler result; the generated
+/// wrapper routes every handler's return value through here so an
+/// unsupported return type is reported at the handler.
+pub fn into_handler_result<R: IntoHandlerResult>(value: R) -> std::result::Result<(), HandlerError> {
+    value.into_handler_result()
+}
+
+/// Asserts at compile time that `T` is a message channel.
+pub const fn assert_channel<T: crate::Channel>() {}
+
+/// Asserts at compile time that `T` is a trigger channel.
+pub const fn assert_trigger_channel<T: crate::TriggerChannel>() {}

@@ -1,0 +1,262 @@
+//! A worker: claims stored notifications with `FOR UPDATE SKIP LOCKED`, runs
+//! their handlers and removes them in one transaction; runs broadcast ones.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::Connection;
+use diesel::sql_types::{Array, BigInt, Double, Int4, Jsonb, Nullable, Text, Timestamptz};
+use diesel::{PgConnection, QueryableByName, RunQueryDsl};
+use serde_json::Value;
+
+use crate::context::Context;
+use crate::error::{redact_url, Error, Result};
+use crate::event::{Event, HandlerError};
+use crate::executor::{execute, AttemptError};
+use crate::listener::{Broadcast, Shared};
+use crate::sql;
+
+/// Opens a worker connection.
+pub(crate) fn connect(url: &str) -> Result<PgConnection> {
+    PgConnection::establish(url).map_err(|source| Error::Connect {
+        url: redact_url(url),
+        source: Box::new(source),
+    })
+}
+
+#[derive(QueryableByName)]
+struct MaxId {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// The highest stored notification id.
+pub(crate) fn max_id(conn: &mut PgConnection) -> Result<i64> {
+    diesel::sql_query(sql::NOTIFICATION_MAX_ID)
+        .get_result::<MaxId>(conn)
+        .map(|row| row.id)
+        .map_err(Error::query("reading the newest notification id"))
+}
+
+/// One claimed notification row.
+#[derive(QueryableByName, Debug)]
+pub(crate) struct Claimed {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
+    #[diesel(sql_type = Text)]
+    pub(crate) channel: String,
+    #[diesel(sql_type = Jsonb)]
+    pub(crate) payload: Value,
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) db_version: Option<String>,
+    #[diesel(sql_type = Int4)]
+    pub(crate) attempts: i32,
+}
+
+#[derive(QueryableByName)]
+struct StoredPayload {
+    #[diesel(sql_type = Jsonb)]
+    payload: Value,
+}
+
+/// The worker loop: returns `Ok` when the listener stops, an error when the
+/// connection fails (the supervisor restarts the worker).
+pub(crate) fn run(shared: &Shared, index: usize) -> Result<()> {
+    let mut conn = connect(&shared.config.database_url)?;
+    tracing::debug!(worker = index, "worker started");
+    let mut last_purge: Option<std::time::Instant> = None;
+    while !shared.stopping() {
+        if index == 0 && last_purge.map_or(true, |at| at.elapsed() >= BROADCAST_PURGE_EVERY) {
+            purge_broadcasts(&mut conn)?;
+            last_purge = Some(std::time::Instant::now());
+        }
+        let seen = shared.wake_state().seq;
+        if let Some(broadcast) = shared.wake_state().broadcasts.pop_front() {
+            handle_broadcast(shared, &mut conn, broadcast)?;
+            continue;
+        }
+        if !shared.lockable.is_empty() && claim_batch(shared, &mut conn)? > 0 {
+            continue;
+        }
+        wait_for_work(shared, seen);
+    }
+    tracing::debug!(worker = index, "worker stopped");
+    Ok(())
+}
+
+fn wait_for_work(shared: &Shared, seen: u64) {
+    let mut state = shared.wake_state();
+    let deadline = std::time::Instant::now() + shared.config.poll_interval;
+    while state.seq == seen && state.broadcasts.is_empty() && !shared.stopping() {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        state = match shared.wake_cond.wait_timeout(state, deadline - now) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+    }
+}
+
+/// Claims one batch, runs it, and commits; returns how many were claimed.
+fn claim_batch(shared: &Shared, conn: &mut PgConnection) -> Result<usize> {
+    conn.transaction(|conn| {
+        let claimed: Vec<Claimed> = diesel::sql_query(sql::NOTIFICATION_CLAIM)
+            .bind::<Array<Text>, _>(&shared.lockable)
+            .bind::<BigInt, _>(shared.floor)
+            .bind::<BigInt, _>(shared.config.batch_size)
+            .load(conn)
+            .map_err(Error::query("claiming notifications"))?;
+        let mut completed = Vec::with_capacity(claimed.len());
+        for row in &claimed {
+            match process(shared, conn, row) {
+                Ok(()) => completed.push(row.id),
+                Err(AttemptError::Handler(err)) => record_failure(shared, conn, row, &err)?,
+                Err(AttemptError::Database(source)) => {
+                    return Err(Error::Query {
+                        what: "running handlers",
+                        source,
+                    })
+                }
+            }
+        }
+        if !completed.is_empty() {
+            diesel::sql_query(sql::NOTIFICATION_COMPLETE)
+                .bind::<Array<BigInt>, _>(&completed)
+                .execute(conn)
+                .map_err(Error::query("completing notifications"))?;
+        }
+        shared
+            .stats
+            .completed
+            .fetch_add(completed.len() as u64, Ordering::Relaxed);
+        Ok(claimed.len())
+    })
+}
+
+fn process(shared: &Shared, conn: &mut PgConnection, row: &Claimed) -> Result<(), AttemptError> {
+    let span = tracing::info_span!("notification", channel = %row.channel, id = row.id, attempt = row.attempts + 1);
+    let _entered = span.enter();
+    let Some(entry) = shared.entry(&row.channel) else {
+        return Err(AttemptError::Handler(HandlerError::failed(format!(
+            "channel `{}` is not served by this listener",
+            row.channel
+        ))));
+    };
+    let event = Event::from_payload(&row.payload).map_err(AttemptError::Handler)?;
+    let context = Context {
+        channel: row.channel.clone(),
+        data: event.context.clone(),
+        notification_id: Some(row.id),
+        created_at: Some(row.created_at),
+        db_version: row.db_version.clone(),
+        attempt: row.attempts + 1,
+    };
+    let ran = execute(conn, entry, &event, &context)?;
+    tracing::debug!(handlers = ran, "notification handled");
+    Ok(())
+}
+
+fn record_failure(shared: &Shared, conn: &mut PgConnection, row: &Claimed, err: &HandlerError) -> Result<()> {
+    let attempt = row.attempts + 1;
+    let wait = shared.config.retry.backoff(attempt);
+    tracing::warn!(
+        channel = %row.channel,
+        id = row.id,
+        attempt,
+        retry_in = ?wait,
+        error = %err,
+        "notification failed"
+    );
+    diesel::sql_query(sql::NOTIFICATION_FAIL)
+        .bind::<BigInt, _>(row.id)
+        .bind::<Text, _>(err.to_string())
+        .bind::<Double, _>(wait.as_secs_f64())
+        .execute(conn)
+        .map_err(Error::query("recording a failed notification"))?;
+    shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+fn handle_broadcast(shared: &Shared, conn: &mut PgConnection, broadcast: Broadcast) -> Result<()> {
+    let span = tracing::info_span!("notification", channel = %broadcast.channel);
+    let _entered = span.enter();
+    let Some(entry) = shared.entry(&broadcast.channel) else {
+        return Ok(());
+    };
+    let payload: Value = match serde_json::from_str(&broadcast.payload) {
+        Ok(payload) => payload,
+        Err(err) => {
+            tracing::error!(error = %err, "broadcast payload is not JSON; dropped");
+            return Ok(());
+        }
+    };
+    // Payloads too large for NOTIFY are stored and referenced by id.
+    let payload = match payload.get("pgpubsub_stored").and_then(Value::as_i64) {
+        Some(id) => {
+            let stored: Option<StoredPayload> = diesel::sql_query(sql::NOTIFICATION_PAYLOAD)
+                .bind::<BigInt, _>(id)
+                .get_results(conn)
+                .map_err(Error::query("reading a stored broadcast payload"))?
+                .pop();
+            match stored {
+                Some(stored) => stored.payload,
+                None => {
+                    tracing::error!(id, "stored broadcast payload is gone; dropped");
+                    return Ok(());
+                }
+            }
+        }
+        None => payload,
+    };
+    let outcome = Event::from_payload(&payload)
+        .map_err(AttemptError::Handler)
+        .and_then(|event| {
+            let context = Context {
+                channel: broadcast.channel.clone(),
+                data: event.context.clone(),
+                notification_id: None,
+                created_at: None,
+                db_version: None,
+                attempt: 1,
+            };
+            conn.transaction(|conn| execute(conn, entry, &event, &context))
+        });
+    match outcome {
+        Ok(_) => {
+            shared.stats.broadcasts.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        // Broadcasts are at-most-once: a failure is logged, not retried.
+        Err(AttemptError::Handler(err)) => {
+            tracing::error!(error = %err, "broadcast notification failed");
+            shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(AttemptError::Database(source)) => Err(Error::Query {
+            what: "running broadcast handlers",
+            source,
+        }),
+    }
+}
+
+/// How long stored broadcast payloads are kept for listeners to read.
+const BROADCAST_RETENTION: Duration = Duration::from_secs(3600);
+
+/// Worker 0 removes expired broadcast payloads this often.
+const BROADCAST_PURGE_EVERY: Duration = Duration::from_secs(60);
+
+fn purge_broadcasts(conn: &mut PgConnection) -> Result<()> {
+    let purged = diesel::sql_query(sql::BROADCAST_PURGE)
+        .bind::<Double, _>(BROADCAST_RETENTION.as_secs_f64())
+        .execute(conn)
+        .map_err(Error::query("purging stored broadcast payloads"))?;
+    if purged > 0 {
+        tracing::debug!(purged, "expired broadcast payloads removed");
+    }
+    Ok(())
+}
