@@ -11,7 +11,7 @@ use syn::{Ident, Item, LitStr, Type};
 
 use crate::internals::args::{parse_eq, parse_flag, parse_keys, parse_str, Attr};
 use crate::internals::symbol::{one_of, Symbol, LOCK_NOTIFICATIONS, MODEL, NAME};
-use crate::internals::{item_with_errors, type_name, Ctxt};
+use crate::internals::{item_head, item_with_errors, type_name, Ctxt};
 
 /// Longest channel name: `pgpubsub_<name>` must fit PostgreSQL's 63-byte identifiers.
 pub const MAX_NAME_LEN: usize = 63 - "pgpubsub_".len();
@@ -147,24 +147,6 @@ impl<'a> Target<'a> {
         }
         Some(Target { ident })
     }
-}
-
-/// The tokens that name an item (`enum Foo`, `fn foo`), for an error about the item as a whole.
-fn item_head(item: &Item) -> TokenStream {
-    let (keyword, ident): (&dyn ToTokens, &dyn ToTokens) = match item {
-        Item::Enum(i) => (&i.enum_token, &i.ident),
-        Item::Fn(i) => (&i.sig.fn_token, &i.sig.ident),
-        Item::Union(i) => (&i.union_token, &i.ident),
-        Item::Type(i) => (&i.type_token, &i.ident),
-        Item::Trait(i) => (&i.trait_token, &i.ident),
-        Item::Const(i) => (&i.const_token, &i.ident),
-        Item::Static(i) => (&i.static_token, &i.ident),
-        Item::Mod(i) => (&i.mod_token, &i.ident),
-        Item::Struct(i) => (&i.struct_token, &i.ident),
-        Item::Impl(i) => (&i.impl_token, &i.self_ty),
-        other => return other.to_token_stream(),
-    };
-    quote!(#keyword #ident)
 }
 
 /// The default channel name: the type's name in snake case (`HTTPLog` → `http_log`).

@@ -1,1 +1,137 @@
-//! Test support.
+//! Test support for pgpubsub's integration suite: a fresh PostgreSQL
+//! database per test, with the application schema and the generated pgpubsub
+//! migrations applied through Diesel.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use diesel_migrations::{FileBasedMigrations, MigrationHarness};
+
+/// The server tests create their databases on: `DATABASE_URL`, else the
+/// local server.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database replaced by `database`.
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// A throwaway database, dropped with the value.
+pub struct TestDb {
+    name: String,
+    url: String,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    /// Creates a database, applies `app_schema` as the application's first
+    /// Diesel migration, then the pgpubsub migration generated from this
+    /// test binary's registry.
+    pub fn new(app_schema: &str) -> TestDb {
+        let db = TestDb::empty();
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("2000-01-01-000000_app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(app.join("up.sql"), app_schema).unwrap();
+        std::fs::write(app.join("down.sql"), "SELECT 1;").unwrap();
+        let registry = pgpubsub::Registry::load().unwrap();
+        pgpubsub_diesel::generate(&registry, dir.path(), false, Some("2000-01-01-000001"))
+            .unwrap();
+        db.migrate(dir.path());
+        db
+    }
+
+    /// Creates an empty database.
+    pub fn empty() -> TestDb {
+        let name = format!(
+            "pgpubsub_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut admin = PgConnection::establish(&admin_url()).unwrap_or_else(|err| {
+            panic!(
+                "cannot connect to PostgreSQL at {} (set DATABASE_URL): {err}",
+                admin_url()
+            )
+        });
+        admin
+            .batch_execute(&format!("CREATE DATABASE {}", pgpubsub::quote_ident(&name)))
+            .unwrap();
+        let url = url_with_database(&admin_url(), &name);
+        TestDb { name, url }
+    }
+
+    /// Applies the Diesel migrations in `dir`.
+    pub fn migrate(&self, dir: &Path) {
+        let mut conn = self.conn();
+        let migrations = FileBasedMigrations::from_path(dir).unwrap();
+        conn.run_pending_migrations(migrations).unwrap();
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A new connection.
+    pub fn conn(&self) -> PgConnection {
+        PgConnection::establish(&self.url).unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = PgConnection::establish(&admin_url()) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                pgpubsub::quote_ident(&self.name)
+            ));
+        }
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds; false after `timeout`.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long tests wait for handlers before failing.
+pub const WAIT: Duration = Duration::from_secs(20);

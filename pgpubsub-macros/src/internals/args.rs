@@ -1,7 +1,6 @@
 //! Parsing of `key`, `key = value` attribute arguments.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
-use quote::ToTokens;
+use proc_macro2::{TokenStream, TokenTree};
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::{Ident, LitBool, LitStr, Token};
@@ -162,9 +161,4 @@ pub fn parse_eq<T: syn::parse::Parse>(
 /// A string literal after `key =`.
 pub fn parse_str(key: &Ident, input: ParseStream, example: &str) -> syn::Result<LitStr> {
     parse_eq(key, input, "a string literal", example)
-}
-
-/// The span covering every token of `tokens` (its first token on stable).
-pub fn span_of<T: ToTokens>(tokens: &T) -> Span {
-    syn::spanned::Spanned::span(&tokens.to_token_stream())
 }

@@ -5,7 +5,8 @@ pub mod ctxt;
 pub mod symbol;
 
 use proc_macro2::TokenStream;
-use quote::ToTokens;
+use quote::{quote, ToTokens};
+use syn::Item;
 
 pub use ctxt::Ctxt;
 
@@ -18,6 +19,24 @@ pub fn item_with_errors<T: ToTokens>(item: &T, err: syn::Error) -> TokenStream {
     let mut tokens = item.to_token_stream();
     tokens.extend(err.into_compile_error());
     tokens
+}
+
+/// The tokens that name an item (`enum Foo`, `fn foo`), for an error about the item as a whole.
+pub fn item_head(item: &Item) -> TokenStream {
+    let (keyword, ident): (&dyn ToTokens, &dyn ToTokens) = match item {
+        Item::Enum(i) => (&i.enum_token, &i.ident),
+        Item::Fn(i) => (&i.sig.fn_token, &i.sig.ident),
+        Item::Union(i) => (&i.union_token, &i.ident),
+        Item::Type(i) => (&i.type_token, &i.ident),
+        Item::Trait(i) => (&i.trait_token, &i.ident),
+        Item::Const(i) => (&i.const_token, &i.ident),
+        Item::Static(i) => (&i.static_token, &i.ident),
+        Item::Mod(i) => (&i.mod_token, &i.ident),
+        Item::Struct(i) => (&i.struct_token, &i.ident),
+        Item::Impl(i) => (&i.impl_token, &i.self_ty),
+        other => return other.to_token_stream(),
+    };
+    quote!(#keyword #ident)
 }
 
 /// Renders a type as written, without the spaces `TokenStream`'s `Display`
