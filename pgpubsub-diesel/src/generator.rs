@@ -87,10 +87,7 @@ pub fn main_in(manifest_dir: &str) -> ExitCode {
         .and_then(|registry| generate(&registry, &dir, args.check, args.version.as_deref()));
     match outcome {
         Ok(Outcome::UpToDate) => {
-            println!(
-                "pgpubsub migrations in {} are up to date",
-                dir.display()
-            );
+            println!("pgpubsub migrations in {} are up to date", dir.display());
             ExitCode::SUCCESS
         }
         Ok(Outcome::Written { path, diff }) => {

@@ -83,7 +83,10 @@ pub fn render(entry: &ChannelEntry) -> Result<Option<TriggerSql>> {
                 op_list(unconditional)
             )
         };
-        let _ = write!(body, "    IF NOT ({guard}) THEN\n        RETURN NULL;\n    END IF;\n");
+        let _ = write!(
+            body,
+            "    IF NOT ({guard}) THEN\n        RETURN NULL;\n    END IF;\n"
+        );
     }
     let when_field = if conditions.is_empty() {
         ""

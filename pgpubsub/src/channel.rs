@@ -75,9 +75,7 @@ where
         let sql = render::<T, _>(&T::construct_selection())?;
         parse_column_list(&sql).ok_or_else(|| Error::Model {
             model: std::any::type_name::<T>().to_owned(),
-            message: format!(
-                "its `Selectable` expression `{sql}` is not a plain list of columns"
-            ),
+            message: format!("its `Selectable` expression `{sql}` is not a plain list of columns"),
         })
     }
 }

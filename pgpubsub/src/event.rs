@@ -57,8 +57,9 @@ impl Event {
 
     /// The old row; an error when it is missing.
     pub fn old_row<M: Model>(&self) -> Result<M, HandlerError> {
-        self.old_row_opt()?
-            .ok_or_else(|| HandlerError::decode(format!("the {} event has no old row", self.op_name())))
+        self.old_row_opt()?.ok_or_else(|| {
+            HandlerError::decode(format!("the {} event has no old row", self.op_name()))
+        })
     }
 
     /// The old row, `None` for an insert.
@@ -68,8 +69,9 @@ impl Event {
 
     /// The new row; an error when it is missing.
     pub fn new_row<M: Model>(&self) -> Result<M, HandlerError> {
-        self.new_row_opt()?
-            .ok_or_else(|| HandlerError::decode(format!("the {} event has no new row", self.op_name())))
+        self.new_row_opt()?.ok_or_else(|| {
+            HandlerError::decode(format!("the {} event has no new row", self.op_name()))
+        })
     }
 
     /// The new row, `None` for a delete.
@@ -84,7 +86,11 @@ impl Event {
             HandlerError::decode(format!(
                 "message does not decode into `{}`: {}{}",
                 std::any::type_name::<T>(),
-                if path == "." { String::new() } else { format!("at `{path}`: ") },
+                if path == "." {
+                    String::new()
+                } else {
+                    format!("at `{path}`: ")
+                },
                 err.into_inner()
             ))
         })
@@ -112,29 +118,35 @@ fn decode_row<M: Model>(value: &Value, which: &str) -> Result<Option<M>, Handler
             HandlerError::decode(format!(
                 "`{which}` row has no column `{column}` for `{}` (columns in the payload: {})",
                 std::any::type_name::<M>(),
-                object.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                object
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         values.push(value.clone());
     }
     let array = Value::Array(values);
-    serde_path_to_error::deserialize(&array).map(Some).map_err(|err| {
-        let column = err
-            .path()
-            .iter()
-            .next()
-            .and_then(|segment| match segment {
-                serde_path_to_error::Segment::Seq { index } => columns.get(*index),
-                _ => None,
-            })
-            .map(|column| format!(" at column `{column}`"))
-            .unwrap_or_default();
-        HandlerError::decode(format!(
-            "`{which}` row does not decode into `{}`{column}: {}",
-            std::any::type_name::<M>(),
-            err.into_inner()
-        ))
-    })
+    serde_path_to_error::deserialize(&array)
+        .map(Some)
+        .map_err(|err| {
+            let column = err
+                .path()
+                .iter()
+                .next()
+                .and_then(|segment| match segment {
+                    serde_path_to_error::Segment::Seq { index } => columns.get(*index),
+                    _ => None,
+                })
+                .map(|column| format!(" at column `{column}`"))
+                .unwrap_or_default();
+            HandlerError::decode(format!(
+                "`{which}` row does not decode into `{}`{column}: {}",
+                std::any::type_name::<M>(),
+                err.into_inner()
+            ))
+        })
 }
 
 /// Why a handler did not complete.

@@ -46,9 +46,11 @@ pub(crate) fn execute(
     match outcome {
         // A statement of the handler's left its savepoint unreleasable; the
         // savepoint was rolled back, so only this notification failed.
-        Err(AttemptError::Database(err)) if !conn_is_broken(&err) => Err(AttemptError::Handler(
-            HandlerError::failed(format!("database error in the handler's transaction: {err}")),
-        )),
+        Err(AttemptError::Database(err)) if !conn_is_broken(&err) => {
+            Err(AttemptError::Handler(HandlerError::failed(format!(
+                "database error in the handler's transaction: {err}"
+            ))))
+        }
         other => other,
     }
 }
@@ -93,7 +95,10 @@ fn run_handlers(
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a non-string panic payload".to_owned());
-                return Err(HandlerError::panicked(format!("{}: {message}", handler.name)));
+                return Err(HandlerError::panicked(format!(
+                    "{}: {message}",
+                    handler.name
+                )));
             }
         }
     }

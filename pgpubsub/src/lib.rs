@@ -94,9 +94,9 @@ pub use error::{Error, Result};
 pub use event::{HandlerError, HandlerErrorKind};
 pub use listener::{Listener, ListenerConfig, ListenerHandle, Stats, Stopper};
 pub use notify::notify;
+pub use registry::{ChannelDef, ChannelEntry, HandlerDef, HandlerKind, Ops, Registry};
 pub use retry::RetryPolicy;
 pub use sql::quote_ident;
-pub use registry::{ChannelDef, ChannelEntry, HandlerDef, HandlerKind, Ops, Registry};
 
 pub use pgpubsub_macros::{
     channel, listener, post_delete_listener, post_insert_listener, post_save_listener,

@@ -169,9 +169,11 @@ impl Listener {
     /// commits and returns `Ok(())`.
     pub fn run(self) -> Result<()> {
         let handle = self.spawn()?;
-        let mut signals =
-            signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-                .map_err(Error::Signal)?;
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .map_err(Error::Signal)?;
         let signal_handle = signals.handle();
         let stopper = handle.stopper();
         let watcher = std::thread::Builder::new()
@@ -218,7 +220,9 @@ impl Listener {
             std::thread::Builder::new()
                 .name("pgpubsub-supervisor".into())
                 .spawn(move || supervise(&shared, exits, exit_rx))
-                .map_err(|err| Error::Config(format!("cannot start the supervisor thread: {err}")))?
+                .map_err(|err| {
+                    Error::Config(format!("cannot start the supervisor thread: {err}"))
+                })?
         };
         Ok(ListenerHandle {
             shared,
@@ -326,7 +330,9 @@ impl Shared {
     pub(crate) fn wake_state(&self) -> MutexGuard<'_, WakeState> {
         // A worker that panicked while holding the lock left consistent data:
         // the state is a counter and a queue.
-        self.wake.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.wake
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Wakes every idle worker to claim stored notifications.
@@ -389,7 +395,11 @@ impl ListenerHandle {
             if now >= deadline {
                 return false;
             }
-            listening = match self.shared.listening_cond.wait_timeout(listening, deadline - now) {
+            listening = match self
+                .shared
+                .listening_cond
+                .wait_timeout(listening, deadline - now)
+            {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
@@ -456,7 +466,11 @@ struct Exit {
     result: std::result::Result<(), String>,
 }
 
-fn spawn_worker(shared: &Arc<Shared>, index: usize, exits: &mpsc::Sender<Exit>) -> Result<JoinHandle<()>> {
+fn spawn_worker(
+    shared: &Arc<Shared>,
+    index: usize,
+    exits: &mpsc::Sender<Exit>,
+) -> Result<JoinHandle<()>> {
     let shared = shared.clone();
     let exits = exits.clone();
     std::thread::Builder::new()
@@ -470,7 +484,10 @@ fn spawn_worker(shared: &Arc<Shared>, index: usize, exits: &mpsc::Sender<Exit>) 
                 Ok(Err(err)) => Err(error_chain(&err)),
                 Err(_) => Err("the worker panicked outside a handler".to_owned()),
             };
-            let _ = exits.send(Exit { worker: index, result });
+            let _ = exits.send(Exit {
+                worker: index,
+                result,
+            });
         })
         .map_err(|err| Error::Config(format!("cannot start worker thread {index}: {err}")))
 }
@@ -486,7 +503,11 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     message
 }
 
-fn supervise(shared: &Arc<Shared>, exits: mpsc::Sender<Exit>, exit_rx: mpsc::Receiver<Exit>) -> Result<()> {
+fn supervise(
+    shared: &Arc<Shared>,
+    exits: mpsc::Sender<Exit>,
+    exit_rx: mpsc::Receiver<Exit>,
+) -> Result<()> {
     let mut threads = Vec::new();
     let mut outcome = Ok(());
     for index in 0..shared.config.workers {

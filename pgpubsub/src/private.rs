@@ -25,7 +25,9 @@ pub const fn trigger_source<M: Model>(model: &'static str) -> TriggerSource {
 /// Turns a handler's return value into the handler result; the generated
 /// wrapper routes every handler's return value through here so an
 /// unsupported return type is reported at the handler.
-pub fn into_handler_result<R: IntoHandlerResult>(value: R) -> std::result::Result<(), HandlerError> {
+pub fn into_handler_result<R: IntoHandlerResult>(
+    value: R,
+) -> std::result::Result<(), HandlerError> {
     value.into_handler_result()
 }
 

@@ -261,10 +261,11 @@ impl Registry {
         names
             .iter()
             .map(|name| {
-                self.get(name.as_ref()).ok_or_else(|| Error::UnknownChannel {
-                    name: name.as_ref().to_owned(),
-                    known: self.channels.keys().map(|k| (*k).to_owned()).collect(),
-                })
+                self.get(name.as_ref())
+                    .ok_or_else(|| Error::UnknownChannel {
+                        name: name.as_ref().to_owned(),
+                        known: self.channels.keys().map(|k| (*k).to_owned()).collect(),
+                    })
             })
             .collect()
     }

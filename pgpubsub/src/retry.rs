@@ -24,7 +24,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait after the `attempt`-th failure (1 for the first).
     pub fn backoff(&self, attempt: i32) -> Duration {
-        let exponent = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(30);
+        let exponent = u32::try_from(attempt.saturating_sub(1))
+            .unwrap_or(0)
+            .min(30);
         self.base
             .checked_mul(1u32 << exponent)
             .map_or(self.max, |wait| wait.min(self.max))

@@ -41,8 +41,7 @@ WHERE broadcast AND created_at < now() - make_interval(secs => $1)";
 pub(crate) const NOTIFICATION_SEND: &str = "SELECT pgpubsub_notification_send($1, $2, $3)";
 
 /// Reads the notification context of this session or transaction.
-pub(crate) const CONTEXT_GET: &str =
-    "SELECT current_setting('pgpubsub.context', true) AS value";
+pub(crate) const CONTEXT_GET: &str = "SELECT current_setting('pgpubsub.context', true) AS value";
 
 /// Sets the notification context: `$1` the JSON text, `$2` true for the
 /// current transaction only.

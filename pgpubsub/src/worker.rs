@@ -161,7 +161,12 @@ fn process(shared: &Shared, conn: &mut PgConnection, row: &Claimed) -> Result<()
     Ok(())
 }
 
-fn record_failure(shared: &Shared, conn: &mut PgConnection, row: &Claimed, err: &HandlerError) -> Result<()> {
+fn record_failure(
+    shared: &Shared,
+    conn: &mut PgConnection,
+    row: &Claimed,
+    err: &HandlerError,
+) -> Result<()> {
     let attempt = row.attempts + 1;
     let wait = shared.config.retry.backoff(attempt);
     tracing::warn!(

@@ -55,8 +55,7 @@ impl TestDb {
         std::fs::write(app.join("up.sql"), app_schema).unwrap();
         std::fs::write(app.join("down.sql"), "SELECT 1;").unwrap();
         let registry = pgpubsub::Registry::load().unwrap();
-        pgpubsub_diesel::generate(&registry, dir.path(), false, Some("2000-01-01-000001"))
-            .unwrap();
+        pgpubsub_diesel::generate(&registry, dir.path(), false, Some("2000-01-01-000001")).unwrap();
         db.migrate(dir.path());
         db
     }

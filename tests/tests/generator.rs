@@ -38,7 +38,13 @@ fn channel(name: &'static str, lock: bool) -> ChannelDef {
     }
 }
 
-fn handler(channel: &'static str, name: &'static str, kind: HandlerKind, ops: Ops, when: Option<&'static str>) -> HandlerDef {
+fn handler(
+    channel: &'static str,
+    name: &'static str,
+    kind: HandlerKind,
+    ops: Ops,
+    when: Option<&'static str>,
+) -> HandlerDef {
     HandlerDef {
         channel,
         name,
@@ -64,7 +70,13 @@ fn second_run_without_changes_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::from_parts(
         &[channel("media_channel", true)],
-        &[handler("media_channel", "scan", HandlerKind::Post, Ops::SAVE, None)],
+        &[handler(
+            "media_channel",
+            "scan",
+            HandlerKind::Post,
+            Ops::SAVE,
+            None,
+        )],
     )
     .unwrap();
     let first = generate(&registry, dir.path(), false, None).unwrap();
@@ -72,7 +84,10 @@ fn second_run_without_changes_writes_nothing() {
     let second = generate(&registry, dir.path(), false, None).unwrap();
     assert!(matches!(second, Outcome::UpToDate), "{second:?}");
     assert_eq!(dirs(dir.path()).len(), 1);
-    assert!(matches!(generate(&registry, dir.path(), true, None).unwrap(), Outcome::UpToDate));
+    assert!(matches!(
+        generate(&registry, dir.path(), true, None).unwrap(),
+        Outcome::UpToDate
+    ));
 }
 
 #[test]
@@ -80,15 +95,33 @@ fn check_fails_when_a_listener_is_added_without_regenerating() {
     let dir = tempfile::tempdir().unwrap();
     let before = Registry::from_parts(
         &[channel("media_channel", true)],
-        &[handler("media_channel", "scan", HandlerKind::Post, Ops::INSERT, None)],
+        &[handler(
+            "media_channel",
+            "scan",
+            HandlerKind::Post,
+            Ops::INSERT,
+            None,
+        )],
     )
     .unwrap();
     generate(&before, dir.path(), false, None).unwrap();
     let after = Registry::from_parts(
         &[channel("media_channel", true)],
         &[
-            handler("media_channel", "scan", HandlerKind::Post, Ops::INSERT, None),
-            handler("media_channel", "forget", HandlerKind::Post, Ops::DELETE, None),
+            handler(
+                "media_channel",
+                "scan",
+                HandlerKind::Post,
+                Ops::INSERT,
+                None,
+            ),
+            handler(
+                "media_channel",
+                "forget",
+                HandlerKind::Post,
+                Ops::DELETE,
+                None,
+            ),
         ],
     )
     .unwrap();
@@ -108,7 +141,13 @@ fn output_is_deterministic() {
             &[channel("b_channel", false), channel("a_channel", true)],
             &[
                 handler("b_channel", "y", HandlerKind::Post, Ops::DELETE, None),
-                handler("a_channel", "x", HandlerKind::Custom, Ops::SAVE, Some("NEW.name <> ''")),
+                handler(
+                    "a_channel",
+                    "x",
+                    HandlerKind::Custom,
+                    Ops::SAVE,
+                    Some("NEW.name <> ''"),
+                ),
                 handler("a_channel", "w", HandlerKind::Pre, Ops::INSERT, None),
             ],
         )
@@ -146,12 +185,22 @@ fn down_sql_restores_the_previous_triggers() {
     let dir = tempfile::tempdir().unwrap();
     let app = dir.path().join("2000-01-01-000000_app");
     std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("up.sql"), "CREATE TABLE media (id bigserial PRIMARY KEY, name text NOT NULL);").unwrap();
+    std::fs::write(
+        app.join("up.sql"),
+        "CREATE TABLE media (id bigserial PRIMARY KEY, name text NOT NULL);",
+    )
+    .unwrap();
     std::fs::write(app.join("down.sql"), "DROP TABLE media;").unwrap();
 
     let v1 = Registry::from_parts(
         &[channel("media_channel", true)],
-        &[handler("media_channel", "scan", HandlerKind::Post, Ops::INSERT, None)],
+        &[handler(
+            "media_channel",
+            "scan",
+            HandlerKind::Post,
+            Ops::INSERT,
+            None,
+        )],
     )
     .unwrap();
     generate(&v1, dir.path(), false, Some("2000-01-01-000001")).unwrap();
@@ -159,14 +208,32 @@ fn down_sql_restores_the_previous_triggers() {
     let mut conn = db.conn();
     let v1_defs = trigger_defs(&mut conn);
     assert_eq!(v1_defs.len(), 1);
-    assert!(v1_defs[0].contains("AFTER INSERT ON public.media"), "{v1_defs:?}");
+    assert!(
+        v1_defs[0].contains("AFTER INSERT ON public.media"),
+        "{v1_defs:?}"
+    );
 
     // v2: a delete listener on the same channel and a second channel.
     let v2 = Registry::from_parts(
-        &[channel("media_channel", true), channel("media_audit", false)],
         &[
-            handler("media_channel", "scan", HandlerKind::Post, Ops::INSERT, None),
-            handler("media_channel", "forget", HandlerKind::Post, Ops::DELETE, None),
+            channel("media_channel", true),
+            channel("media_audit", false),
+        ],
+        &[
+            handler(
+                "media_channel",
+                "scan",
+                HandlerKind::Post,
+                Ops::INSERT,
+                None,
+            ),
+            handler(
+                "media_channel",
+                "forget",
+                HandlerKind::Post,
+                Ops::DELETE,
+                None,
+            ),
             handler("media_audit", "audit", HandlerKind::Post, Ops::ALL, None),
         ],
     )
@@ -175,7 +242,12 @@ fn down_sql_restores_the_previous_triggers() {
     db.migrate(dir.path());
     let v2_defs = trigger_defs(&mut conn);
     assert_eq!(v2_defs.len(), 2, "{v2_defs:?}");
-    assert!(v2_defs.iter().any(|d| d.contains("AFTER INSERT OR DELETE ON public.media")), "{v2_defs:?}");
+    assert!(
+        v2_defs
+            .iter()
+            .any(|d| d.contains("AFTER INSERT OR DELETE ON public.media")),
+        "{v2_defs:?}"
+    );
 
     // Reverting v2 brings back exactly v1's triggers.
     let migrations = FileBasedMigrations::from_path(dir.path()).unwrap();
@@ -200,7 +272,10 @@ fn duplicate_channel_names_are_an_error_naming_both_types() {
     let err = Registry::from_parts(&[channel("media_channel", true), other], &[]).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("`media_channel`"), "{message}");
-    assert!(message.contains("app::other::MediaChannel") && message.contains("generator::MediaChannel"), "{message}");
+    assert!(
+        message.contains("app::other::MediaChannel") && message.contains("generator::MediaChannel"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -209,7 +284,13 @@ fn trigger_sql_snapshot() {
         &[channel("media_channel", true)],
         &[
             handler("media_channel", "scan", HandlerKind::Post, Ops::SAVE, None),
-            handler("media_channel", "big", HandlerKind::Custom, Ops::UPDATE.union(Ops::DELETE), Some("OLD.name = 'x'")),
+            handler(
+                "media_channel",
+                "big",
+                HandlerKind::Custom,
+                Ops::UPDATE.union(Ops::DELETE),
+                Some("OLD.name = 'x'"),
+            ),
         ],
     )
     .unwrap();

@@ -73,7 +73,12 @@ fn record(
 }
 
 #[pgpubsub::post_save_listener(MediaChannel)]
-fn on_save(old: Option<Media>, new: Media, conn: &mut PgConnection, ctx: &Context) -> QueryResult<()> {
+fn on_save(
+    old: Option<Media>,
+    new: Media,
+    conn: &mut PgConnection,
+    ctx: &Context,
+) -> QueryResult<()> {
     if new.name == "fail" {
         return Err(diesel::result::Error::RollbackTransaction);
     }
@@ -138,11 +143,17 @@ fn insert_update_delete_reach_their_handlers_with_typed_rows() {
     let db = TestDb::new(SCHEMA);
     let handle = listener(&db);
     let mut conn = db.conn();
-    diesel::sql_query("INSERT INTO media (name, size) VALUES ('cat.png', 10)").execute(&mut conn).unwrap();
+    diesel::sql_query("INSERT INTO media (name, size) VALUES ('cat.png', 10)")
+        .execute(&mut conn)
+        .unwrap();
     assert!(wait_until(WAIT, || effects(&mut conn).len() == 1));
-    diesel::sql_query("UPDATE media SET size = 20").execute(&mut conn).unwrap();
+    diesel::sql_query("UPDATE media SET size = 20")
+        .execute(&mut conn)
+        .unwrap();
     assert!(wait_until(WAIT, || effects(&mut conn).len() == 2));
-    diesel::sql_query("DELETE FROM media").execute(&mut conn).unwrap();
+    diesel::sql_query("DELETE FROM media")
+        .execute(&mut conn)
+        .unwrap();
     assert!(wait_until(WAIT, || effects(&mut conn).len() == 3));
     handle.shutdown().unwrap();
 
@@ -161,7 +172,10 @@ fn insert_update_delete_reach_their_handlers_with_typed_rows() {
     assert!(effects[0].notification_id.is_some());
     assert_eq!(effects[0].db_version.as_deref(), Some("20000101000001"));
     assert_eq!(effects[0].context, Some(serde_json::json!({})));
-    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"), 0);
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"),
+        0
+    );
 }
 
 #[test]
@@ -172,10 +186,22 @@ fn bulk_insert_of_1000_rows_gives_1000_events() {
     diesel::sql_query("INSERT INTO media (name) SELECT 'm' || i FROM generate_series(1, 1000) i")
         .execute(&mut conn)
         .unwrap();
-    assert!(wait_until(WAIT, || count(&mut conn, "SELECT count(*) AS n FROM effects") == 1000));
+    assert!(wait_until(WAIT, || count(
+        &mut conn,
+        "SELECT count(*) AS n FROM effects"
+    ) == 1000));
     handle.shutdown().unwrap();
-    assert_eq!(count(&mut conn, "SELECT count(DISTINCT new->>'id') AS n FROM effects"), 1000);
-    assert_eq!(count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"), 0);
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(DISTINCT new->>'id') AS n FROM effects"
+        ),
+        1000
+    );
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"),
+        0
+    );
 }
 
 #[test]
@@ -186,8 +212,14 @@ fn failing_handler_keeps_its_row_and_others_are_processed() {
         .execute(&mut conn)
         .unwrap();
     let handle = listener(&db);
-    assert!(wait_until(WAIT, || count(&mut conn, "SELECT count(*) AS n FROM effects") == 2));
-    assert!(wait_until(WAIT, || count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification WHERE attempts > 0") == 2));
+    assert!(wait_until(WAIT, || count(
+        &mut conn,
+        "SELECT count(*) AS n FROM effects"
+    ) == 2));
+    assert!(wait_until(WAIT, || count(
+        &mut conn,
+        "SELECT count(*) AS n FROM pgpubsub_notification WHERE attempts > 0"
+    ) == 2));
     handle.shutdown().unwrap();
     #[derive(QueryableByName)]
     struct Failed {
@@ -201,5 +233,8 @@ fn failing_handler_keeps_its_row_and_others_are_processed() {
     .unwrap();
     let errors: Vec<String> = failed.into_iter().map(|f| f.last_error.unwrap()).collect();
     assert!(errors[0].contains("on_save"), "{errors:?}");
-    assert!(errors[1].contains("panicked") && errors[1].contains("on purpose"), "{errors:?}");
+    assert!(
+        errors[1].contains("panicked") && errors[1].contains("on purpose"),
+        "{errors:?}"
+    );
 }
