@@ -19,14 +19,23 @@ pub const STEPS: &[SchemaStep] = &[SchemaStep {
     down: SCHEMA_0001_DOWN,
 }];
 
-const SCHEMA_0001_UP: &str = r#"-- The latest applied Diesel migration: a notification's db_version.
+const SCHEMA_0001_UP: &str = r#"-- The latest applied Diesel migration: a notification's db_version. Looked
+-- up once per transaction (cached in a transaction-local setting), so a bulk
+-- statement does not query the migrations table per row.
 CREATE FUNCTION pgpubsub_db_version() RETURNS text
-LANGUAGE plpgsql STABLE AS $pgpubsub$
+LANGUAGE plpgsql AS $pgpubsub$
+DECLARE
+    v_version text := current_setting('pgpubsub.db_version', true);
 BEGIN
+    IF v_version IS NOT NULL AND v_version <> '' THEN
+        RETURN v_version;
+    END IF;
     IF to_regclass('__diesel_schema_migrations') IS NULL THEN
         RETURN NULL;
     END IF;
-    RETURN (SELECT max(version) FROM __diesel_schema_migrations);
+    SELECT max(version) INTO v_version FROM __diesel_schema_migrations;
+    PERFORM set_config('pgpubsub.db_version', COALESCE(v_version, ''), true);
+    RETURN v_version;
 END;
 $pgpubsub$;
 

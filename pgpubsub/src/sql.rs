@@ -2,12 +2,14 @@
 //! The tables and functions they use are created by the migrations that
 //! `pgpubsub-diesel` writes (see ARCHITECTURE.md, "The SQL protocol").
 
-/// Claims up to `$3` available notifications of the channels `$1` with ids
-/// above `$2`, oldest first, skipping rows other workers hold.
+/// Claims up to `$3` available notifications of channel `$1` with ids above
+/// `$2`, oldest first, skipping rows other workers hold. One channel per
+/// query: equality on the index's leading column keeps the `(channel, id)`
+/// order, so the scan stops after `$3` rows whatever the statistics say.
 pub(crate) const NOTIFICATION_CLAIM: &str = "\
 SELECT id, channel, payload, created_at, db_version, attempts \
 FROM pgpubsub_notification \
-WHERE channel = ANY($1) AND NOT broadcast AND available_at <= now() AND id > $2 \
+WHERE channel = $1 AND NOT broadcast AND available_at <= now() AND id > $2 \
 ORDER BY id \
 LIMIT $3 \
 FOR UPDATE SKIP LOCKED";

@@ -68,6 +68,7 @@ pub(crate) fn run(shared: &Shared, index: usize) -> Result<()> {
     let mut conn = connect(&shared.config.database_url)?;
     tracing::debug!(worker = index, "worker started");
     let mut last_purge: Option<std::time::Instant> = None;
+    let mut next_channel = index;
     while !shared.stopping() {
         if index == 0 && last_purge.map_or(true, |at| at.elapsed() >= BROADCAST_PURGE_EVERY) {
             purge_broadcasts(&mut conn)?;
@@ -78,7 +79,7 @@ pub(crate) fn run(shared: &Shared, index: usize) -> Result<()> {
             handle_broadcast(shared, &mut conn, broadcast)?;
             continue;
         }
-        if !shared.lockable.is_empty() && claim_batch(shared, &mut conn)? > 0 {
+        if claim_round(shared, &mut conn, &mut next_channel)? > 0 {
             continue;
         }
         wait_for_work(shared, seen);
@@ -102,11 +103,27 @@ fn wait_for_work(shared: &Shared, seen: u64) {
     }
 }
 
-/// Claims one batch, runs it, and commits; returns how many were claimed.
-fn claim_batch(shared: &Shared, conn: &mut PgConnection) -> Result<usize> {
+/// Claims one batch from the first lockable channel, in round-robin order,
+/// that has work; returns how many notifications were claimed.
+fn claim_round(shared: &Shared, conn: &mut PgConnection, next: &mut usize) -> Result<usize> {
+    let channels = shared.lockable.len();
+    for _ in 0..channels {
+        let channel = &shared.lockable[*next % channels];
+        *next = next.wrapping_add(1);
+        let claimed = claim_batch(shared, conn, channel)?;
+        if claimed > 0 {
+            return Ok(claimed);
+        }
+    }
+    Ok(0)
+}
+
+/// Claims one batch of `channel`, runs it, and commits; returns how many
+/// notifications were claimed.
+fn claim_batch(shared: &Shared, conn: &mut PgConnection, channel: &str) -> Result<usize> {
     conn.transaction(|conn| {
         let claimed: Vec<Claimed> = diesel::sql_query(sql::NOTIFICATION_CLAIM)
-            .bind::<Array<Text>, _>(&shared.lockable)
+            .bind::<Text, _>(channel)
             .bind::<BigInt, _>(shared.floor)
             .bind::<BigInt, _>(shared.config.batch_size)
             .load(conn)

@@ -1,0 +1,343 @@
+//! pgpubsub's benchmark: prints events/s, ratios and percentiles for the
+//! measurements DESIGN.md asks for, against the plain-SQL floor, on a fresh
+//! database of the server in `DATABASE_URL` (default: the local server).
+//!
+//! `cargo run --release -p pgpubsub-tests --bin pgpubsub-bench -- [--sizes 10000,100000] [--seconds 5]`
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use pgpubsub_tests::TestDb;
+use serde::Deserialize;
+
+diesel::table! { noop_rows (id) { id -> BigInt, v -> Int4 } }
+diesel::table! { write_rows (id) { id -> BigInt, v -> Int4 } }
+diesel::table! { latency_rows (id) { id -> BigInt, v -> Int4 } }
+
+#[derive(Queryable, Selectable, Identifiable, Deserialize)]
+#[diesel(table_name = noop_rows)]
+struct NoopRow {
+    id: i64,
+    v: i32,
+}
+
+#[derive(Queryable, Selectable, Identifiable, Deserialize)]
+#[diesel(table_name = write_rows)]
+struct WriteRow {
+    id: i64,
+    v: i32,
+}
+
+#[derive(Queryable, Selectable, Identifiable, Deserialize)]
+#[diesel(table_name = latency_rows)]
+struct LatencyRow {
+    id: i64,
+    v: i32,
+}
+
+#[pgpubsub::trigger_channel(model = NoopRow, lock_notifications)]
+struct NoopChannel;
+
+#[pgpubsub::trigger_channel(model = WriteRow, lock_notifications)]
+struct WriteChannel;
+
+#[pgpubsub::trigger_channel(model = LatencyRow, lock_notifications)]
+struct LatencyChannel;
+
+static HANDLED: AtomicU64 = AtomicU64::new(0);
+static LATENCY: Mutex<Option<mpsc::Sender<Instant>>> = Mutex::new(None);
+
+#[pgpubsub::post_insert_listener(NoopChannel)]
+fn noop(new: NoopRow) {
+    std::hint::black_box((new.id, new.v));
+    HANDLED.fetch_add(1, Ordering::Relaxed);
+}
+
+#[pgpubsub::post_insert_listener(WriteChannel)]
+fn write_one(new: WriteRow, conn: &mut PgConnection) -> QueryResult<()> {
+    diesel::sql_query("INSERT INTO sink (row_id, v) VALUES ($1, $2)")
+        .bind::<BigInt, _>(new.id)
+        .bind::<diesel::sql_types::Int4, _>(new.v)
+        .execute(conn)?;
+    HANDLED.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+#[pgpubsub::post_insert_listener(LatencyChannel)]
+fn latency(new: LatencyRow) {
+    std::hint::black_box(new.id + i64::from(new.v));
+    if let Ok(guard) = LATENCY.lock() {
+        if let Some(sender) = guard.as_ref() {
+            let _ = sender.send(Instant::now());
+        }
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE noop_rows (id bigserial PRIMARY KEY, v int NOT NULL);
+CREATE TABLE write_rows (id bigserial PRIMARY KEY, v int NOT NULL);
+CREATE TABLE latency_rows (id bigserial PRIMARY KEY, v int NOT NULL);
+CREATE TABLE plain_rows (id bigserial PRIMARY KEY, v int NOT NULL);
+CREATE TABLE sink (id bigserial PRIMARY KEY, row_id bigint NOT NULL, v int NOT NULL);
+";
+
+struct Args {
+    sizes: Vec<u64>,
+    seconds: u64,
+    workers: usize,
+    batch: i64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        sizes: vec![10_000, 100_000],
+        seconds: 5,
+        workers: 2,
+        batch: 100,
+    };
+    let mut iter = std::env::args().skip(1);
+    while let Some(flag) = iter.next() {
+        let value = iter
+            .next()
+            .ok_or_else(|| format!("`{flag}` needs a value"))?;
+        let bad = |e: std::num::ParseIntError| format!("`{flag} {value}`: {e}");
+        match flag.as_str() {
+            "--sizes" => {
+                args.sizes = value
+                    .split(',')
+                    .map(|s| s.trim().parse().map_err(bad))
+                    .collect::<Result<_, _>>()?
+            }
+            "--seconds" => args.seconds = value.parse().map_err(bad)?,
+            "--workers" => args.workers = value.parse().map_err(bad)?,
+            "--batch" => args.batch = value.parse().map_err(bad)?,
+            other => {
+                return Err(format!(
+                    "unknown flag `{other}`; expected --sizes, --seconds, --workers, --batch"
+                ))
+            }
+        }
+    }
+    Ok(args)
+}
+
+fn exec(conn: &mut PgConnection, sql: &str) {
+    if let Err(err) = conn.batch_execute(sql) {
+        panic!("`{sql}` failed: {err}");
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .map(|c| c.n)
+        .unwrap_or_else(|err| panic!("`{sql}` failed: {err}"))
+}
+
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Inserts `n` rows into `table` in one statement, then drains them with a
+/// listener started afterwards; returns events/s.
+fn drain(db: &TestDb, args: &Args, table: &str, channel: &str, n: u64) -> f64 {
+    let mut conn = db.conn();
+    exec(
+        &mut conn,
+        &format!("INSERT INTO {table} (v) SELECT i FROM generate_series(1, {n}) i"),
+    );
+    HANDLED.store(0, Ordering::SeqCst);
+    let start = Instant::now();
+    let handle = pgpubsub::Listener::new(db.url())
+        .channels([channel])
+        .workers(args.workers)
+        .batch_size(args.batch)
+        .spawn()
+        .unwrap_or_else(|err| panic!("listener: {err}"));
+    let mut peak = 0;
+    while HANDLED.load(Ordering::Relaxed) < n {
+        std::thread::sleep(Duration::from_millis(5));
+        peak = peak.max(rss_kib().0);
+    }
+    let elapsed = start.elapsed();
+    if let Err(err) = handle.shutdown() {
+        panic!("listener failed: {err}");
+    }
+    if n >= 100_000 {
+        println!(
+            "    listener process RSS while draining {n}: peak {} MiB",
+            peak / 1024
+        );
+    }
+    n as f64 / elapsed.as_secs_f64()
+}
+
+/// The plain-SQL floor: claim-and-delete 100 at a time, `workers` sessions.
+fn raw_drain(db: &TestDb, workers: usize, n: u64) -> f64 {
+    let mut conn = db.conn();
+    exec(&mut conn, "ALTER TABLE noop_rows DISABLE TRIGGER USER");
+    exec(
+        &mut conn,
+        &format!("INSERT INTO pgpubsub_notification (channel, payload) SELECT 'raw', jsonb_build_object('id', i, 'v', i) FROM generate_series(1, {n}) i"),
+    );
+    exec(&mut conn, "ALTER TABLE noop_rows ENABLE TRIGGER USER");
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut conn = db.conn();
+                loop {
+                    let claimed = count(&mut conn, "WITH c AS (DELETE FROM pgpubsub_notification WHERE id IN (SELECT id FROM pgpubsub_notification WHERE channel = 'raw' AND NOT broadcast ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING payload) SELECT count(*) AS n FROM c");
+                    if claimed == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Single-row INSERT transactions/s from 4 clients for `seconds`.
+fn writer_tps(db: &TestDb, table: &str, seconds: u64) -> f64 {
+    let total = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let mut conn = db.conn();
+                let sql = format!("INSERT INTO {table} (v) VALUES (1)");
+                let mut done = 0;
+                while Instant::now() < deadline {
+                    exec(&mut conn, &sql);
+                    done += 1;
+                }
+                total.fetch_add(done, Ordering::Relaxed);
+            });
+        }
+    });
+    total.load(Ordering::Relaxed) as f64 / seconds as f64
+}
+
+fn bulk_seconds(db: &TestDb, table: &str, n: u64) -> f64 {
+    let mut conn = db.conn();
+    let start = Instant::now();
+    exec(
+        &mut conn,
+        &format!("INSERT INTO {table} (v) SELECT i FROM generate_series(1, {n}) i"),
+    );
+    start.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
+    };
+    let db = TestDb::new(SCHEMA);
+    println!(
+        "pgpubsub-bench on {} ({} workers, batch {})",
+        db.name(),
+        args.workers,
+        args.batch
+    );
+
+    println!("\n1. drain: N rows inserted by one statement, then a listener drains them");
+    for &n in &args.sizes {
+        let raw = raw_drain(&db, args.workers, n);
+        let noop = drain(&db, &args, "noop_rows", "noop_channel", n);
+        let write = drain(&db, &args, "write_rows", "write_channel", n);
+        println!("  N={n:>8}: raw SQL floor {raw:>9.0}/s | no-op handler {noop:>9.0}/s ({:.2}x floor) | one INSERT per event {write:>9.0}/s", noop / raw);
+    }
+
+    println!(
+        "\n2. writer overhead: single-row INSERT transactions/s, 4 clients, {}s each",
+        args.seconds
+    );
+    let mut conn = db.conn();
+    let plain = writer_tps(&db, "plain_rows", args.seconds);
+    let triggered = writer_tps(&db, "noop_rows", args.seconds);
+    println!(
+        "  without trigger {plain:>8.0}/s | with lockable trigger {triggered:>8.0}/s | ratio {:.2}",
+        triggered / plain
+    );
+    exec(&mut conn, "TRUNCATE pgpubsub_notification");
+
+    println!("\n3. bulk write: one INSERT of 100000 rows");
+    let plain = bulk_seconds(&db, "plain_rows", 100_000);
+    let triggered = bulk_seconds(&db, "noop_rows", 100_000);
+    println!(
+        "  without trigger {:.3}s | with trigger {:.3}s | ratio {:.2}",
+        plain,
+        triggered,
+        triggered / plain
+    );
+    exec(&mut conn, "TRUNCATE pgpubsub_notification");
+
+    println!("\n4. latency: idle listener, single insert committed -> handler start");
+    let (sender, receiver) = mpsc::channel();
+    if let Ok(mut guard) = LATENCY.lock() {
+        *guard = Some(sender);
+    }
+    let handle = pgpubsub::Listener::new(db.url())
+        .channels(["latency_channel"])
+        .workers(args.workers)
+        .spawn()
+        .unwrap_or_else(|err| panic!("listener: {err}"));
+    assert!(
+        handle.wait_listening(Duration::from_secs(10)),
+        "listener did not start"
+    );
+    let mut samples = Vec::new();
+    for _ in 0..300 {
+        let before_commit = Instant::now();
+        exec(&mut conn, "INSERT INTO latency_rows (v) VALUES (1)");
+        match receiver.recv_timeout(Duration::from_secs(10)) {
+            Ok(at) => samples.push(at.saturating_duration_since(before_commit)),
+            Err(_) => panic!("a latency sample timed out"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Err(err) = handle.shutdown() {
+        panic!("listener failed: {err}");
+    }
+    samples.sort();
+    println!(
+        "  p50 {:?} | p90 {:?} | p99 {:?} | max {:?} ({} samples)",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.9),
+        percentile(&samples, 0.99),
+        samples[samples.len() - 1],
+        samples.len()
+    );
+    let (_, hwm) = rss_kib();
+    println!("\n5. memory: bench process peak RSS {} MiB", hwm / 1024);
+}
