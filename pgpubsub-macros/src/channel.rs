@@ -58,9 +58,14 @@ impl ChannelArgs {
         let mut model = Attr::none(cx, MODEL);
         let mut lock = Attr::none(cx, LOCK_NOTIFICATIONS);
         let mut name = Attr::none(cx, NAME);
+        let mut model_given = false;
         parse_keys(cx, args, |key, input| {
             if flavor == Flavor::Trigger && key == MODEL {
-                model.set(key, parse_eq::<Type>(key, input, "the model type", "Media")?);
+                model_given = true;
+                model.set(
+                    key,
+                    parse_eq::<Type>(key, input, "the model type", "Media")?,
+                );
             } else if key == LOCK_NOTIFICATIONS {
                 lock.set(key, parse_flag(key, input)?);
             } else if key == NAME {
@@ -82,7 +87,7 @@ impl ChannelArgs {
             Ok(())
         });
         let model = model.get();
-        if flavor == Flavor::Trigger && model.is_none() {
+        if flavor == Flavor::Trigger && !model_given {
             cx.error_at(
                 Span::call_site(),
                 format!(
@@ -126,7 +131,9 @@ impl<'a> Target<'a> {
             _ => {
                 let what = match flavor {
                     Flavor::Trigger => "a unit struct, e.g. `struct MediaChannel;`",
-                    Flavor::Message => "a struct or an enum deriving serde's `Serialize` and `Deserialize`",
+                    Flavor::Message => {
+                        "a struct or an enum deriving serde's `Serialize` and `Deserialize`"
+                    }
                 };
                 cx.error_spanned_by(
                     item_head(item),
@@ -193,10 +200,14 @@ pub fn name_problem(name: &str) -> Option<String> {
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_'))
     {
+        let what = if bad.is_uppercase() {
+            format!("the uppercase letter `{bad}`")
+        } else {
+            format!("`{}`", bad.escape_debug())
+        };
         return Some(format!(
-            "the channel name `{name}` contains `{}`: a channel name uses only lowercase \
-             ASCII letters, digits and `_`, so it is a valid PostgreSQL identifier",
-            bad.escape_debug()
+            "the channel name `{name}` contains {what}: a channel name uses only lowercase \
+             ASCII letters, digits and `_`, so it is a valid PostgreSQL identifier"
         ));
     }
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
@@ -207,22 +218,55 @@ pub fn name_problem(name: &str) -> Option<String> {
     None
 }
 
+/// A valid name close to `name`, for the help text.
+pub fn suggest_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in snake_case(name).chars() {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '_'
+        };
+        if !(c == '_' && (out.is_empty() || out.ends_with('_'))) {
+            out.push(c);
+        }
+    }
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert_str(0, "channel_");
+    }
+    out.truncate(MAX_NAME_LEN);
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
 /// The channel name, explicit or derived; an invalid one is an error at its source.
 fn channel_name(cx: &Ctxt, flavor: Flavor, args: &ChannelArgs, ident: &Ident) -> String {
     match &args.name {
         Some(lit) => {
             let name = lit.value();
             if let Some(problem) = name_problem(&name) {
-                cx.error_spanned_by(lit, format!("{problem}; help: e.g. `name = \"media\"`"));
+                cx.error_spanned_by(
+                    lit,
+                    format!("{problem}; help: e.g. `name = \"{}\"`", suggest_name(&name)),
+                );
             }
             name
         }
         None => {
             let name = snake_case(&ident.unraw().to_string());
             if let Some(problem) = name_problem(&name) {
-                let example = match flavor {
-                    Flavor::Trigger => "#[trigger_channel(model = Media, name = \"media\")]",
-                    Flavor::Message => "#[channel(name = \"post_reads\")]",
+                let suggestion = suggest_name(&name);
+                let example = match (flavor, &args.model) {
+                    (Flavor::Trigger, Some(model)) => format!(
+                        "#[trigger_channel(model = {}, name = \"{suggestion}\")]",
+                        type_name(model)
+                    ),
+                    (Flavor::Trigger, None) => {
+                        format!("#[trigger_channel(model = Media, name = \"{suggestion}\")]")
+                    }
+                    (Flavor::Message, _) => format!("#[channel(name = \"{suggestion}\")]"),
                 };
                 cx.error_at(
                     ident.span(),
@@ -287,7 +331,7 @@ fn generate(flavor: Flavor, args: &ChannelArgs, target: &Target, name: &str) -> 
                 },
                 quote! {
                     ::pgpubsub::__private::ChannelSource::Trigger(
-                        ::pgpubsub::__private::trigger_source::<#model>(#model_name)
+                        __pgpubsub_source::<#ident>(#model_name)
                     )
                 },
             )
@@ -302,9 +346,22 @@ fn generate(flavor: Flavor, args: &ChannelArgs, target: &Target, name: &str) -> 
             quote!(::pgpubsub::__private::ChannelSource::Message),
         ),
     };
+    // Reached through the channel rather than the model, so a model that is
+    // not a Diesel model is reported once, at `type Model = ...`.
+    let source_fn = (flavor == Flavor::Trigger).then(|| {
+        quote! {
+            const fn __pgpubsub_source<C: ::pgpubsub::TriggerChannel>(
+                model: &'static str,
+            ) -> ::pgpubsub::__private::TriggerSource {
+                ::pgpubsub::__private::trigger_source::<<C as ::pgpubsub::TriggerChannel>::Model>(model)
+            }
+        }
+    });
     quote! {
         const _: () = {
             #trait_impl
+
+            #source_fn
 
             #[::pgpubsub::__private::linkme::distributed_slice(::pgpubsub::__private::CHANNELS)]
             #[linkme(crate = ::pgpubsub::__private::linkme)]
@@ -316,5 +373,147 @@ fn generate(flavor: Flavor, args: &ChannelArgs, target: &Target, name: &str) -> 
                 source: #source,
             };
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use quote::quote;
+
+    use super::{expand_channel, expand_trigger_channel, name_problem, snake_case, suggest_name};
+    use crate::internals::test_util::{error_messages, pretty};
+
+    #[test]
+    fn trigger_channel_with_every_option() {
+        insta::assert_snapshot!(pretty(expand_trigger_channel(
+            quote!(model = Media, lock_notifications, name = "media"),
+            quote!(
+                pub struct MediaChannel;
+            ),
+        )));
+    }
+
+    #[test]
+    fn trigger_channel_defaults() {
+        insta::assert_snapshot!(pretty(expand_trigger_channel(
+            quote!(model = crate::models::Media),
+            quote!(
+                #[doc = "HTTP requests."]
+                pub(crate) struct HTTPLog;
+            ),
+        )));
+    }
+
+    #[test]
+    fn message_channel_on_an_enum() {
+        insta::assert_snapshot!(pretty(expand_channel(
+            quote!(lock_notifications = true),
+            quote!(
+                #[derive(serde::Serialize, serde::Deserialize)]
+                enum PostEvent {
+                    Read { post_id: i64 },
+                    Liked(i64),
+                }
+            ),
+        )));
+    }
+
+    #[test]
+    fn message_channel_defaults() {
+        insta::assert_snapshot!(pretty(expand_channel(
+            quote!(),
+            quote!(
+                struct PostReads {
+                    post_id: i64,
+                }
+            ),
+        )));
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_the_item() {
+        let result = expand_trigger_channel(
+            quote!(lock, name = "Media", lock_notifications, lock_notifications),
+            quote!(
+                struct MediaChannel<T>(T);
+            ),
+        );
+        insta::assert_snapshot!(error_messages(result.clone()));
+        // The struct is still emitted, so its uses keep compiling.
+        assert!(pretty(result).contains("struct MediaChannel<T>(T);"));
+    }
+
+    #[test]
+    fn message_channel_rejects_model_and_functions() {
+        insta::assert_snapshot!(error_messages(expand_channel(
+            quote!(model = Media, name),
+            quote!(
+                fn post_reads() {}
+            ),
+        )));
+    }
+
+    #[test]
+    fn garbage_arguments_are_errors_not_panics() {
+        for args in [
+            quote!(=),
+            quote!(model =),
+            quote!(model = , name = 1),
+            quote!("media"),
+            quote!(model = Vec<u8, u16>, lock, model = Media),
+            quote!(name = r"raw_name", lock_notifications = yes),
+            quote!(model = Media,,),
+        ] {
+            let messages = error_messages(expand_trigger_channel(
+                args.clone(),
+                quote!(
+                    struct C;
+                ),
+            ));
+            assert!(!messages.is_empty(), "no error for `{args}`");
+        }
+    }
+
+    #[test]
+    fn snake_case_names() {
+        assert_eq!(snake_case("MediaChannel"), "media_channel");
+        assert_eq!(snake_case("HTTPLog"), "http_log");
+        assert_eq!(snake_case("Media2Channel"), "media2_channel");
+        assert_eq!(snake_case("Media_Channel"), "media_channel");
+        assert_eq!(snake_case("media"), "media");
+        assert_eq!(snake_case("ABC"), "abc");
+    }
+
+    #[test]
+    fn channel_name_rules() {
+        assert_eq!(name_problem("media"), None);
+        assert_eq!(name_problem("a1_b"), None);
+        assert_eq!(name_problem(&"a".repeat(54)), None);
+        assert!(name_problem(&"a".repeat(55)).unwrap().contains("55 bytes"));
+        assert!(name_problem("").unwrap().contains("empty"));
+        assert!(name_problem("_media").unwrap().contains("start with"));
+        assert!(name_problem("1media").unwrap().contains("start with"));
+        assert!(name_problem("Media").unwrap().contains("`M`"));
+        assert!(name_problem("media-x").unwrap().contains("`-`"));
+    }
+
+    #[test]
+    fn suggested_names_are_valid() {
+        for name in [
+            "Media-Events",
+            "post reads",
+            "2media",
+            "",
+            "__",
+            "Ünïcode",
+            &"x".repeat(80),
+        ] {
+            let suggestion = suggest_name(name);
+            assert_eq!(name_problem(&suggestion), None, "{name:?} → {suggestion:?}");
+        }
+        assert_eq!(suggest_name("Media-Events"), "media_events");
+        assert_eq!(suggest_name("post reads"), "post_reads");
     }
 }

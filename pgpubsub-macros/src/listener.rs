@@ -13,7 +13,7 @@ use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, Item, ItemFn, LitStr, Pat, Path, ReturnType, Signature, Token, Type};
 
-use crate::internals::args::{parse_keys_from, parse_str};
+use crate::internals::args::{parse_keys_from, parse_str, skip_rest};
 use crate::internals::symbol::{one_of, Symbol, DELETE, INSERT, NEW, OLD, SAVE, UPDATE, WHEN};
 use crate::internals::{item_head, item_with_errors, type_name, Ctxt};
 
@@ -34,11 +34,15 @@ impl Ops {
 
     /// "insert", "update and delete", ... for a message.
     fn describe(self) -> String {
-        let names: Vec<&str> = [(Ops::INSERT, "insert"), (Ops::UPDATE, "update"), (Ops::DELETE, "delete")]
-            .into_iter()
-            .filter(|(op, _)| self.has(*op))
-            .map(|(_, name)| name)
-            .collect();
+        let names: Vec<&str> = [
+            (Ops::INSERT, "insert"),
+            (Ops::UPDATE, "update"),
+            (Ops::DELETE, "delete"),
+        ]
+        .into_iter()
+        .filter(|(op, _)| self.has(*op))
+        .map(|(_, name)| name)
+        .collect();
         match names.split_last() {
             None => String::new(),
             Some((last, [])) => (*last).to_owned(),
@@ -106,6 +110,7 @@ impl ListenerArgs {
         };
         let parser = |input: ParseStream| {
             parsed.parse_stream(cx, attr, input);
+            skip_rest(input);
             Ok(())
         };
         if let Err(err) = parser.parse2(args) {
@@ -119,9 +124,7 @@ impl ListenerArgs {
         if input.is_empty() {
             return cx.error_at(
                 Span::call_site(),
-                format!(
-                    "missing the channel; help: the correct format looks like `{example}`"
-                ),
+                format!("missing the channel; help: the correct format looks like `{example}`"),
             );
         }
         match input.call(Path::parse_mod_style) {
@@ -155,7 +158,9 @@ impl ListenerArgs {
         if attr.kind != Kind::Custom {
             if !input.is_empty() {
                 let help = match attr.kind {
-                    Kind::Message => String::new(),
+                    Kind::Message => "; help: the correct format looks like `#[listener(PostReads)]`, \
+                                      options such as `lock_notifications` go on the channel"
+                        .to_owned(),
                     _ => "; help: for other events or a `when` condition use \
                           `#[trigger_listener(MediaChannel, insert, update, when = \"NEW.size > 0\")]`"
                         .to_owned(),
@@ -173,6 +178,7 @@ impl ListenerArgs {
         parse_keys_from(cx, input, |key, input| {
             if let Some(ops) = event_ops(key) {
                 if input.peek(Token![=]) {
+                    attempted = true;
                     return Err(syn::Error::new(
                         key.span(),
                         format!("the event `{key}` takes no value; help: write `{key}`"),
@@ -212,7 +218,9 @@ impl ListenerArgs {
             }
             Ok(())
         });
-        self.ops = events.iter().fold(Ops::NONE, |acc, (_, ops)| Ops(acc.0 | ops.0));
+        self.ops = events
+            .iter()
+            .fold(Ops::NONE, |acc, (_, ops)| Ops(acc.0 | ops.0));
         if self.ops == Ops::NONE && !attempted {
             cx.error_at(
                 Span::call_site(),
@@ -311,11 +319,20 @@ fn strip(ty: &Type) -> &Type {
     }
 }
 
+/// The spans of the first and last tokens of `tokens` (`fallback` if empty).
+fn span_ends<T: ToTokens>(tokens: &T, fallback: Span) -> (Span, Span) {
+    let mut iter = tokens.to_token_stream().into_iter();
+    let first = iter.next().map_or(fallback, |tree| tree.span());
+    let last = iter.last().map_or(first, |tree| tree.span());
+    (first, last)
+}
+
 /// The span of a signature's head and parameters: `fn name(...)`.
 fn signature_tokens(sig: &Signature) -> TokenStream {
     let fn_token = &sig.fn_token;
     let ident = &sig.ident;
-    let mut group = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, TokenStream::new());
+    let mut group =
+        proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, TokenStream::new());
     group.set_span(sig.paren_token.span.join());
     quote!(#fn_token #ident #group)
 }
@@ -432,13 +449,16 @@ impl<'a> Handler<'a> {
                     seen_message = true;
                     Role::Message
                 }
-                _ if ident == OLD || ident == NEW => {
-                    let is_old = ident == OLD;
+                _ if ident.unraw() == OLD || ident.unraw() == NEW => {
+                    let is_old = ident.unraw() == OLD;
                     let seen = if is_old { &mut seen_old } else { &mut seen_new };
                     if *seen {
                         cx.error_spanned_by(
                             ident,
-                            format!("duplicate parameter `{ident}`; help: remove this one"),
+                            format!(
+                                "duplicate parameter `{}`; help: remove this one",
+                                ident.unraw()
+                            ),
                         );
                         continue;
                     }
@@ -469,9 +489,7 @@ impl<'a> Handler<'a> {
                 .map_or_else(|| "PostReads".to_owned(), type_name);
             cx.error_spanned_by(
                 signature_tokens(sig),
-                format!(
-                    "a `listener` takes the message as a parameter, e.g. `msg: {channel}`"
-                ),
+                format!("a `listener` takes the message as a parameter, e.g. `msg: {channel}`"),
             );
         }
         Handler { func, params }
@@ -479,7 +497,14 @@ impl<'a> Handler<'a> {
 }
 
 /// Checks an `old` / `new` parameter against the events; its role if valid.
-fn check_row(cx: &Ctxt, what: &str, ops: Ops, is_old: bool, ident: &Ident, ty: &Type) -> Option<Role> {
+fn check_row(
+    cx: &Ctxt,
+    what: &str,
+    ops: Ops,
+    is_old: bool,
+    ident: &Ident,
+    ty: &Type,
+) -> Option<Role> {
     let (row, exists, optional, missing_when, always) = if is_old {
         (
             OLD,
@@ -497,6 +522,14 @@ fn check_row(cx: &Ctxt, what: &str, ops: Ops, is_old: bool, ident: &Ident, ty: &
             Ops(ops.0 & Ops::SAVE.0),
         )
     };
+    if ops == Ops::NONE {
+        // No valid event was given, an error already says so.
+        return Some(if is_old {
+            Role::Old { optional }
+        } else {
+            Role::New { optional }
+        });
+    }
     if !exists {
         cx.error_spanned_by(
             ident,
@@ -533,7 +566,12 @@ fn check_row(cx: &Ctxt, what: &str, ops: Ops, is_old: bool, ident: &Ident, ty: &
     }
 }
 
-fn generate(attr: Attribute, args: &ListenerArgs, channel: &Path, handler: &Handler) -> TokenStream {
+fn generate(
+    attr: Attribute,
+    args: &ListenerArgs,
+    channel: &Path,
+    handler: &Handler,
+) -> TokenStream {
     let func = handler.func;
     let fn_ident = &func.sig.ident;
     let fn_name = fn_ident.unraw().to_string();
@@ -545,35 +583,72 @@ fn generate(attr: Attribute, args: &ListenerArgs, channel: &Path, handler: &Hand
     let model = quote_spanned!(channel_span=> <#channel as ::pgpubsub::TriggerChannel>::Model);
     let mut lets = Vec::new();
     let mut call_args = Vec::new();
+    // Each generated expression starts with a token spanned at the first token
+    // of the user's type and ends with one spanned at its last token, so a
+    // type error is reported over the whole parameter or return type.
     for (index, param) in handler.params.iter().enumerate() {
         let ty = param.ty;
-        let span = ty.span();
+        let (first, last) = span_ends(ty, ty.span());
+        let arg = format_ident!("__arg{}", index);
         let decode = match param.role {
             Role::Conn => {
-                call_args.push(quote_spanned!(span=> conn));
+                let reborrow = quote_spanned!(first=> &mut *);
+                let conn = quote_spanned!(last=> __pgpubsub_conn);
+                call_args.push(quote!(#reborrow #conn));
                 continue;
             }
             Role::Context => {
-                call_args.push(quote_spanned!(span=> context));
+                let reborrow = quote_spanned!(first=> &*);
+                let context = quote_spanned!(last=> __pgpubsub_context);
+                call_args.push(quote!(#reborrow #context));
                 continue;
             }
-            Role::Message => quote_spanned!(span=> message::<#channel>),
-            Role::Old { optional: false } => quote_spanned!(span=> old_row::<#model>),
-            Role::Old { optional: true } => quote_spanned!(span=> old_row_opt::<#model>),
-            Role::New { optional: false } => quote_spanned!(span=> new_row::<#model>),
-            Role::New { optional: true } => quote_spanned!(span=> new_row_opt::<#model>),
+            Role::Message => quote_spanned! {first=>
+                __pgpubsub_message::<#channel>(__pgpubsub_event)
+            },
+            Role::Old { optional: false } => {
+                quote_spanned!(first=> __pgpubsub_event.old_row::<#model>())
+            }
+            Role::Old { optional: true } => {
+                quote_spanned!(first=> __pgpubsub_event.old_row_opt::<#model>())
+            }
+            Role::New { optional: false } => {
+                quote_spanned!(first=> __pgpubsub_event.new_row::<#model>())
+            }
+            Role::New { optional: true } => {
+                quote_spanned!(first=> __pgpubsub_event.new_row_opt::<#model>())
+            }
         };
-        let arg = format_ident!("__arg{}", index);
-        lets.push(quote_spanned!(span=> let #arg: #ty = event.#decode()?;));
+        let question = quote_spanned!(last=> ?);
+        lets.push(quote!(let #arg: #ty = #decode #question;));
         call_args.push(arg.into_token_stream());
     }
-    let result_span = match &func.sig.output {
-        ReturnType::Type(_, ty) => ty.span(),
-        ReturnType::Default => fn_ident.span(),
+    let (first, last) = match &func.sig.output {
+        ReturnType::Type(_, ty) => span_ends(ty, ty.span()),
+        ReturnType::Default => (fn_ident.span(), fn_ident.span()),
     };
-    let call = quote_spanned! {result_span=>
-        ::pgpubsub::__private::into_handler_result(#fn_ident(#(#call_args),*))
+    let identity = quote_spanned!(first=> ::core::convert::identity);
+    let mut result_arg = proc_macro2::Group::new(
+        proc_macro2::Delimiter::Parenthesis,
+        quote!(__pgpubsub_result),
+    );
+    result_arg.set_span(last);
+    let call = quote! {
+        let __pgpubsub_result = #fn_ident(#(#call_args),*);
+        ::pgpubsub::__private::into_handler_result(#identity #result_arg)
     };
+    // Decoding through a function bounded by `Channel` reports a non-channel
+    // once, as "not a pgpubsub message channel", rather than as a missing
+    // `Deserialize`.
+    let message_decoder = (attr.kind == Kind::Message).then(|| {
+        quote! {
+            fn __pgpubsub_message<C: ::pgpubsub::Channel>(
+                event: &::pgpubsub::__private::Event,
+            ) -> ::core::result::Result<C, ::pgpubsub::__private::HandlerError> {
+                event.message::<C>()
+            }
+        }
+    });
     let kind = match attr.kind {
         Kind::Message => quote!(Message),
         Kind::Pre => quote!(Pre),
@@ -589,11 +664,19 @@ fn generate(attr: Attribute, args: &ListenerArgs, channel: &Path, handler: &Hand
     let channel_name = quote_spanned!(channel_span=> <#channel as #channel_trait>::NAME);
     quote! {
         const _: () = {
+            #message_decoder
+
             #[allow(unused_variables)]
             fn __pgpubsub_call(
-                inv: ::pgpubsub::__private::Invocation<'_>,
+                __pgpubsub_inv: ::pgpubsub::__private::Invocation<'_>,
             ) -> ::core::result::Result<(), ::pgpubsub::__private::HandlerError> {
-                let ::pgpubsub::__private::Invocation { conn, context, event, .. } = inv;
+                // Prefixed names: the user's function may be called `event`.
+                let ::pgpubsub::__private::Invocation {
+                    conn: __pgpubsub_conn,
+                    context: __pgpubsub_context,
+                    event: __pgpubsub_event,
+                    ..
+                } = __pgpubsub_inv;
                 #(#lets)*
                 #call
             }
@@ -677,7 +760,10 @@ pub fn expand_pre_save_listener(args: TokenStream, input: TokenStream) -> syn::R
 }
 
 /// `#[pre_insert_listener(MediaChannel)]`.
-pub fn expand_pre_insert_listener(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {
+pub fn expand_pre_insert_listener(
+    args: TokenStream,
+    input: TokenStream,
+) -> syn::Result<TokenStream> {
     expand(
         Attribute {
             name: "pre_insert_listener",
@@ -690,7 +776,10 @@ pub fn expand_pre_insert_listener(args: TokenStream, input: TokenStream) -> syn:
 }
 
 /// `#[pre_update_listener(MediaChannel)]`.
-pub fn expand_pre_update_listener(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {
+pub fn expand_pre_update_listener(
+    args: TokenStream,
+    input: TokenStream,
+) -> syn::Result<TokenStream> {
     expand(
         Attribute {
             name: "pre_update_listener",
@@ -703,7 +792,10 @@ pub fn expand_pre_update_listener(args: TokenStream, input: TokenStream) -> syn:
 }
 
 /// `#[pre_delete_listener(MediaChannel)]`.
-pub fn expand_pre_delete_listener(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {
+pub fn expand_pre_delete_listener(
+    args: TokenStream,
+    input: TokenStream,
+) -> syn::Result<TokenStream> {
     expand(
         Attribute {
             name: "pre_delete_listener",
@@ -716,7 +808,10 @@ pub fn expand_pre_delete_listener(args: TokenStream, input: TokenStream) -> syn:
 }
 
 /// `#[post_save_listener(MediaChannel)]`.
-pub fn expand_post_save_listener(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {
+pub fn expand_post_save_listener(
+    args: TokenStream,
+    input: TokenStream,
+) -> syn::Result<TokenStream> {
     expand(
         Attribute {
             name: "post_save_listener",
@@ -729,7 +824,10 @@ pub fn expand_post_save_listener(args: TokenStream, input: TokenStream) -> syn::
 }
 
 /// `#[post_insert_listener(MediaChannel)]`.
-pub fn expand_post_insert_listener(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {
+pub fn expand_post_insert_listener(
+    args: TokenStream,
+    input: TokenStream,
+) -> syn::Result<TokenStream> {
     expand(
         Attribute {
             name: "post_insert_listener",
@@ -742,7 +840,10 @@ pub fn expand_post_insert_listener(args: TokenStream, input: TokenStream) -> syn
 }
 
 /// `#[post_update_listener(MediaChannel)]`.
-pub fn expand_post_update_listener(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {
+pub fn expand_post_update_listener(
+    args: TokenStream,
+    input: TokenStream,
+) -> syn::Result<TokenStream> {
     expand(
         Attribute {
             name: "post_update_listener",
@@ -755,7 +856,10 @@ pub fn expand_post_update_listener(args: TokenStream, input: TokenStream) -> syn
 }
 
 /// `#[post_delete_listener(MediaChannel)]`.
-pub fn expand_post_delete_listener(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {
+pub fn expand_post_delete_listener(
+    args: TokenStream,
+    input: TokenStream,
+) -> syn::Result<TokenStream> {
     expand(
         Attribute {
             name: "post_delete_listener",
@@ -765,4 +869,182 @@ pub fn expand_post_delete_listener(args: TokenStream, input: TokenStream) -> syn
         args,
         input,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::{
+        expand_listener, expand_post_delete_listener, expand_post_insert_listener,
+        expand_post_save_listener, expand_post_update_listener, expand_pre_delete_listener,
+        expand_pre_insert_listener, expand_pre_save_listener, expand_pre_update_listener,
+        expand_trigger_listener,
+    };
+    use crate::internals::test_util::{error_messages, pretty};
+
+    #[test]
+    fn post_save_listener_with_every_parameter() {
+        insta::assert_snapshot!(pretty(expand_post_save_listener(
+            quote!(MediaChannel),
+            quote!(
+                pub fn scan_media(
+                    context: &pgpubsub::Context,
+                    old: Option<Media>,
+                    conn: &mut PgConnection,
+                    new: Media,
+                ) -> Result<(), diesel::result::Error> {
+                    Ok(())
+                }
+            ),
+        )));
+    }
+
+    #[test]
+    fn message_listener() {
+        insta::assert_snapshot!(pretty(expand_listener(
+            quote!(crate::channels::PostReads),
+            quote!(
+                fn count_read(msg: PostReads, conn: &mut PgConnection) {}
+            ),
+        )));
+    }
+
+    #[test]
+    fn trigger_listener_with_when() {
+        insta::assert_snapshot!(pretty(expand_trigger_listener(
+            quote!(MediaChannel, update, delete, when = "OLD.size <> 0"),
+            quote!(
+                fn shrink(old: Media, new: Option<Media>) {}
+            ),
+        )));
+    }
+
+    #[test]
+    fn pre_delete_listener_without_parameters() {
+        insta::assert_snapshot!(pretty(expand_pre_delete_listener(
+            quote!(MediaChannel),
+            quote!(
+                fn forget() {}
+            ),
+        )));
+    }
+
+    #[test]
+    fn row_parameters_follow_the_events() {
+        type Expand = fn(
+            proc_macro2::TokenStream,
+            proc_macro2::TokenStream,
+        ) -> syn::Result<proc_macro2::TokenStream>;
+        // (attribute, a valid signature's parameters)
+        let cases: [(Expand, proc_macro2::TokenStream); 8] = [
+            (expand_post_insert_listener, quote!(new: M)),
+            (expand_post_update_listener, quote!(old: M, new: M)),
+            (expand_post_delete_listener, quote!(old: M)),
+            (expand_post_save_listener, quote!(old: Option<M>, new: M)),
+            (expand_pre_insert_listener, quote!(new: M)),
+            (expand_pre_update_listener, quote!(old: M, new: M)),
+            (expand_pre_delete_listener, quote!(old: M)),
+            (expand_pre_save_listener, quote!(old: Option<M>, new: M)),
+        ];
+        for (expand, params) in cases {
+            let result = expand(quote!(C), quote!(fn f(#params) {}));
+            assert_eq!(error_messages(result), "", "{params}");
+        }
+    }
+
+    #[test]
+    fn trigger_listener_rows() {
+        let ok = [
+            (quote!(C, insert), quote!(new: M)),
+            (quote!(C, delete), quote!(old: M)),
+            (quote!(C, save), quote!(old: Option<M>, new: M)),
+            (
+                quote!(C, insert, delete),
+                quote!(old: Option<M>, new: Option<M>),
+            ),
+            (quote!(C, update, delete), quote!(old: M, new: Option<M>)),
+            (
+                quote!(C, save, delete),
+                quote!(old: Option<M>, new: Option<M>),
+            ),
+        ];
+        for (args, params) in ok {
+            let result = expand_trigger_listener(args.clone(), quote!(fn f(#params) {}));
+            assert_eq!(error_messages(result), "", "{args} / {params}");
+        }
+    }
+
+    #[test]
+    fn trigger_listener_mistakes() {
+        insta::assert_snapshot!(error_messages(expand_trigger_listener(
+            quote!(
+                MediaChannel,
+                insert,
+                upsert,
+                insert,
+                save,
+                when = "",
+                when = "x"
+            ),
+            quote!(
+                async fn f<T>(
+                    &self,
+                    old: Media,
+                    new: Option<Media>,
+                    (a, b): (u8, u8),
+                    other: Media,
+                ) {
+                }
+            ),
+        )));
+    }
+
+    #[test]
+    fn listener_mistakes() {
+        insta::assert_snapshot!(error_messages(expand_listener(
+            quote!(PostReads, insert),
+            quote!(
+                unsafe fn f(a: &mut C, b: &mut C, c: &Ctx, d: &Ctx) {}
+            ),
+        )));
+    }
+
+    #[test]
+    fn variadic_is_rejected() {
+        let result = expand_post_insert_listener(
+            quote!(MediaChannel),
+            quote!(
+                unsafe extern "C" fn f(new: Media, ...) {}
+            ),
+        );
+        assert!(error_messages(result).contains("cannot be variadic"));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for args in [
+            quote!(),
+            quote!("x"),
+            quote!(C,,),
+            quote!(C insert),
+            quote!(C, when),
+        ] {
+            let result = expand_trigger_listener(
+                args.clone(),
+                quote!(
+                    fn f() {}
+                ),
+            );
+            assert!(!error_messages(result).is_empty(), "no error for `{args}`");
+        }
+        assert!(expand_post_save_listener(quote!(C), quote!(not rust at all)).is_err());
+        let on_struct = expand_post_save_listener(
+            quote!(C),
+            quote!(
+                struct S;
+            ),
+        );
+        assert!(!error_messages(on_struct).is_empty());
+    }
 }

@@ -31,10 +31,7 @@ impl<'c, T> Attr<'c, T> {
         if self.value.is_some() {
             self.cx.error_at(
                 key.span(),
-                format!(
-                    "duplicate option `{}`; help: give it once",
-                    self.symbol
-                ),
+                format!("duplicate option `{}`; help: give it once", self.symbol),
             );
         } else {
             self.value = Some(value);
@@ -61,6 +58,7 @@ pub fn parse_keys(
 ) {
     let parser = |input: ParseStream| {
         parse_keys_from(cx, input, each);
+        skip_rest(input);
         Ok(())
     };
     if let Err(err) = parser.parse2(args) {
@@ -90,10 +88,24 @@ pub fn parse_keys_from(
         if input.is_empty() {
             return;
         }
+        if !input.peek(Token![,]) {
+            return cx.syn_error(input.error("expected `,` between options"));
+        }
         if let Err(err) = input.parse::<Token![,]>() {
             return cx.syn_error(err);
         }
     }
+}
+
+/// Skips every remaining token, after an error was recorded for them.
+pub fn skip_rest(input: ParseStream) {
+    let _ = input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((_, next)) = rest.token_tree() {
+            rest = next;
+        }
+        Ok(((), rest))
+    });
 }
 
 /// Skips the rest of one item: up to the next top-level comma (commas inside
@@ -127,11 +139,13 @@ pub fn parse_flag(key: &Ident, input: ParseStream) -> syn::Result<bool> {
         return Ok(true);
     }
     input.parse::<Token![=]>()?;
+    let span = input.span();
     match input.parse::<LitBool>() {
         Ok(lit) => Ok(lit.value),
-        Err(_) => Err(input.error(format!(
-            "expected `true` or `false`; help: write `{key}` or `{key} = false`"
-        ))),
+        Err(_) => Err(syn::Error::new(
+            span,
+            format!("expected `true` or `false`; help: write `{key}` or `{key} = false`"),
+        )),
     }
 }
 

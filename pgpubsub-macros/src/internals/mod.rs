@@ -68,8 +68,62 @@ mod tests {
     #[test]
     fn renders_types_compactly() {
         assert_eq!(type_name(&quote!(Media)), "Media");
-        assert_eq!(type_name(&quote!(crate::models::Media)), "crate::models::Media");
-        assert_eq!(type_name(&quote!(::m::Row<'static, u8>)), "::m::Row<'static, u8>");
-        assert_eq!(type_name(&quote!(&mut Vec<(u8, u16)>)), "&mut Vec<(u8, u16)>");
+        assert_eq!(
+            type_name(&quote!(crate::models::Media)),
+            "crate::models::Media"
+        );
+        assert_eq!(
+            type_name(&quote!(::m::Row<'static, u8>)),
+            "::m::Row<'static, u8>"
+        );
+        assert_eq!(
+            type_name(&quote!(&mut Vec<(u8, u16)>)),
+            "&mut Vec<(u8, u16)>"
+        );
+    }
+}
+
+/// Test helpers: expansions rendered as readable Rust for snapshots.
+#[cfg(test)]
+pub mod test_util {
+    use proc_macro2::TokenStream;
+
+    /// The expansion, formatted; panics (in tests only) if it is not valid Rust.
+    pub fn pretty(result: syn::Result<TokenStream>) -> String {
+        let tokens = result.unwrap_or_else(syn::Error::into_compile_error);
+        match syn::parse2::<syn::File>(tokens.clone()) {
+            Ok(file) => prettyplease::unparse(&file),
+            Err(err) => panic!("expansion is not valid Rust ({err}): {tokens}"),
+        }
+    }
+
+    /// The messages of the errors an expansion reports, one a line.
+    pub fn error_messages(result: syn::Result<TokenStream>) -> String {
+        let tokens = match result {
+            Ok(tokens) => tokens,
+            Err(err) => err.into_compile_error(),
+        };
+        let file: syn::File = match syn::parse2(tokens) {
+            Ok(file) => file,
+            Err(err) => panic!("expansion is not valid Rust: {err}"),
+        };
+        let mut out = String::new();
+        for item in file.items {
+            if let syn::Item::Macro(mac) = item {
+                if mac
+                    .mac
+                    .path
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.ident == "compile_error")
+                {
+                    if let Ok(lit) = mac.mac.parse_body::<syn::LitStr>() {
+                        out.push_str(&lit.value());
+                        out.push('\n');
+                    }
+                }
+            }
+        }
+        out
     }
 }

@@ -1,0 +1,7 @@
+#[pgpubsub::channel]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct PostReads<T> {
+    pub post_id: T,
+}
+
+fn main() {}

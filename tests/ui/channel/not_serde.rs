@@ -1,0 +1,6 @@
+#[pgpubsub::channel]
+pub struct PostReads {
+    pub post_id: i64,
+}
+
+fn main() {}

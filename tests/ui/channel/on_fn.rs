@@ -1,0 +1,4 @@
+#[pgpubsub::channel]
+pub fn post_reads() {}
+
+fn main() {}

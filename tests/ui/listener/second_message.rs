@@ -1,0 +1,12 @@
+#[pgpubsub::channel]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct PostReads {
+    pub post_id: i64,
+}
+
+#[pgpubsub::listener(PostReads)]
+fn on_read(msg: PostReads, count: i64) {
+    let _ = (msg, count);
+}
+
+fn main() {}

@@ -1,0 +1,25 @@
+use diesel::prelude::*;
+
+diesel::table! {
+    media (id) {
+        id -> Int4,
+        size -> Int8,
+    }
+}
+
+#[derive(Queryable, Selectable, Identifiable, serde::Deserialize)]
+#[diesel(table_name = media)]
+pub struct Media {
+    pub id: i32,
+    pub size: i64,
+}
+
+#[pgpubsub::trigger_channel(model = Media)]
+pub struct MediaChannel;
+
+#[pgpubsub::post_save_listener(MediaChannel)]
+fn scan_media(new: Media, media: Media) {
+    let _ = (new, media);
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[pgpubsub::trigger_channel(lock_notifications)]
+pub struct MediaChannel;
+
+fn main() {}
