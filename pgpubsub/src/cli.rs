@@ -122,3 +122,69 @@ pub fn init_logging(level: &str, format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    enum Command {
+        Listen(ListenArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<ListenArgs, clap::Error> {
+        let Command::Listen(args) = Command::try_parse_from(
+            ["app", "listen", "--database-url", "postgres://db"]
+                .iter()
+                .chain(args),
+        )?;
+        Ok(args)
+    }
+
+    #[test]
+    fn parses_django_pgpubsub_style_flags() {
+        let args = parse(&[
+            "--channels",
+            "media_channel,post_reads",
+            "--workers",
+            "4",
+            "--recover",
+            "--no-restart-on-failure",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(args.channels, ["media_channel", "post_reads"]);
+        let listener = args.listener().unwrap();
+        let config = listener.config();
+        assert_eq!(config.workers, 4);
+        assert!(config.recover);
+        assert!(!config.restart_on_failure);
+        assert_eq!(
+            config.channels.as_deref(),
+            Some(&["media_channel".to_owned(), "post_reads".to_owned()][..])
+        );
+        assert_eq!(args.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn no_recover_turns_recovery_off_and_conflicts_with_recover() {
+        let args = parse(&["--no-recover"]).unwrap();
+        assert!(!args.listener().unwrap().config().recover);
+        assert!(parse(&["--recover", "--no-recover"]).is_err());
+    }
+
+    #[test]
+    fn rejects_a_bad_poll_interval_with_its_value() {
+        let args = parse(&["--poll-interval=-1"]).unwrap();
+        let err = args.listener().unwrap_err().to_string();
+        assert!(
+            err.contains("--poll-interval") && err.contains("-1"),
+            "{err}"
+        );
+    }
+}
