@@ -1,0 +1,187 @@
+//! The example's binaries, run as a user runs them, against the local server.
+#![allow(clippy::unwrap_used)] // test code: a failed step is a failed test
+
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
+/// How long one run of a binary may take before the test kills it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A database the demo creates; dropped when the test ends, passed or not.
+struct DemoDb {
+    name: String,
+    url: String,
+}
+
+impl DemoDb {
+    fn new() -> DemoDb {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("pgpubsub_example_demo_{}_{nanos}", std::process::id());
+        let url = pgpubsub_tests::url_with_database(&pgpubsub_tests::admin_url(), &name);
+        DemoDb { name, url }
+    }
+}
+
+impl Drop for DemoDb {
+    fn drop(&mut self) {
+        match PgConnection::establish(&pgpubsub_tests::admin_url()) {
+            Ok(mut admin) => {
+                if let Err(err) = admin.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    pgpubsub::quote_ident(&self.name)
+                )) {
+                    eprintln!("cannot drop test database {}: {err}", self.name);
+                }
+            }
+            Err(err) => eprintln!("cannot drop test database {}: {err}", self.name),
+        }
+    }
+}
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\n--- stdout\n{}--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `program` with `args`, killing it after [`RUN_TIMEOUT`].
+fn run(program: &str, args: &[&str]) -> Run {
+    let mut child = Command::new(program)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).unwrap();
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{program} {args:?} still ran after {RUN_TIMEOUT:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+fn demo(db: &DemoDb) -> Run {
+    run(
+        env!("CARGO_BIN_EXE_media-example"),
+        &["demo", "--database-url", &db.url, "--timeout", "60"],
+    )
+}
+
+#[test]
+fn demo_creates_its_database_and_scans_media_on_insert_and_update() {
+    let db = DemoDb::new();
+    let first = demo(&db);
+    assert!(first.status.success(), "the demo failed: {first}");
+    assert!(
+        first
+            .stdout
+            .contains(&format!("Created database {}.", db.name)),
+        "{first}"
+    );
+    assert!(
+        first
+            .stdout
+            .contains("Perform virus scan on the new media Media { id: 1, name: \"holiday.mp4\", size: 1048576,"),
+        "{first}"
+    );
+    assert!(
+        first
+            .stdout
+            .contains("Media updated; scan Media { id: 1, name: \"holiday.mp4\", size: 2097152,"),
+        "{first}"
+    );
+    assert_eq!(
+        first.stdout.matches("Perform virus scan").count(),
+        1,
+        "{first}"
+    );
+    assert_eq!(
+        first.stdout.matches("all over again.").count(),
+        1,
+        "{first}"
+    );
+
+    // Again on the same database: nothing to create or migrate, a new row.
+    let second = demo(&db);
+    assert!(second.status.success(), "the second demo failed: {second}");
+    assert!(!second.stdout.contains("Created database"), "{second}");
+    assert!(!second.stdout.contains("Applied migration"), "{second}");
+    assert!(
+        second
+            .stdout
+            .contains("Perform virus scan on the new media Media { id: 2,"),
+        "{second}"
+    );
+    assert!(
+        second.stdout.contains("Media updated; scan Media { id: 2,"),
+        "{second}"
+    );
+}
+
+#[test]
+fn demo_fails_with_a_clear_message_when_the_server_is_unreachable() {
+    let out = run(
+        env!("CARGO_BIN_EXE_media-example"),
+        &[
+            "demo",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/pgpubsub_unreachable",
+        ],
+    );
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("demo failed: cannot connect to the PostgreSQL server"),
+        "{out}"
+    );
+}
+
+#[test]
+fn committed_migrations_match_the_code() {
+    let out = run(env!("CARGO_BIN_EXE_pgpubsub-gen"), &["--check"]);
+    assert!(
+        out.status.success(),
+        "the migrations in examples/media/migrations are behind the code; \
+         run `cargo run -p media-example --bin pgpubsub-gen`: {out}"
+    );
+    assert!(out.stdout.contains("up to date"), "{out}");
+}
