@@ -185,3 +185,102 @@ fn committed_migrations_match_the_code() {
     );
     assert!(out.stdout.contains("up to date"), "{out}");
 }
+
+/// Lines of a child's pipe, as they come.
+fn lines(pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits for a line containing `needle`; returns every line read so far.
+fn wait_for_line(
+    receiver: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    seen: &mut Vec<String>,
+) -> bool {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while Instant::now() < deadline {
+        match receiver.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return true;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+    false
+}
+
+#[test]
+fn listen_serves_new_rows_and_exits_zero_on_sigterm() {
+    let db = DemoDb::new();
+    let setup = demo(&db);
+    assert!(setup.status.success(), "the demo failed: {setup}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_media-example"))
+        .args(["listen", "--database-url", &db.url, "--workers", "2"])
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    let mut err_lines = Vec::new();
+    let mut out_lines = Vec::new();
+    assert!(
+        wait_for_line(&stderr, "listening", &mut err_lines),
+        "no `listening` log line: {err_lines:?}"
+    );
+
+    let mut conn = PgConnection::establish(&db.url).unwrap();
+    conn.batch_execute("INSERT INTO media (name, size) VALUES ('sigterm.mov', 7)")
+        .unwrap();
+    assert!(
+        wait_for_line(
+            &stdout,
+            "Perform virus scan on the new media",
+            &mut out_lines
+        ),
+        "the handler did not run: {out_lines:?} {err_lines:?}"
+    );
+    assert!(out_lines.iter().any(|line| line.contains("sigterm.mov")));
+
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "listen did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    err_lines.extend(stderr.try_iter());
+    assert!(
+        status.success(),
+        "listen exited with {status}: {err_lines:?}"
+    );
+    assert!(
+        err_lines.iter().any(|line| line.contains("stopping")),
+        "{err_lines:?}"
+    );
+}
