@@ -53,6 +53,9 @@ CREATE TABLE pgpubsub_notification (
     payload jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     db_version text DEFAULT pgpubsub_db_version(),
+    -- The writing transaction: listeners started without recovery skip the
+    -- notifications committed before they started.
+    written_xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
     broadcast boolean NOT NULL DEFAULT false,
     attempts integer NOT NULL DEFAULT 0,
     available_at timestamptz NOT NULL DEFAULT now(),

@@ -199,13 +199,13 @@ impl Listener {
         let served = select_channels(&registry, self.config.channels.as_deref())?;
         // Fail fast on an unreachable database: one connection now.
         let mut first = worker::connect(&self.config.database_url)?;
-        let floor = if self.config.recover {
-            0
+        let skip_committed_before = if self.config.recover {
+            None
         } else {
-            worker::max_id(&mut first)?
+            Some(worker::current_snapshot(&mut first)?)
         };
         drop(first);
-        let shared = Arc::new(Shared::new(self.config, served, floor));
+        let shared = Arc::new(Shared::new(self.config, served, skip_committed_before));
         let listen_client = notifier::connect(&shared)?;
         let (exits, exit_rx) = mpsc::channel();
         let notifier_thread = {
@@ -288,8 +288,9 @@ pub(crate) struct Shared {
     pub(crate) config: ListenerConfig,
     pub(crate) served: Vec<ChannelEntry>,
     pub(crate) lockable: Vec<String>,
-    /// Stored notifications with ids up to this one are left alone (no recovery).
-    pub(crate) floor: i64,
+    /// Without recovery: the snapshot at start; notifications committed
+    /// before it are left alone.
+    pub(crate) skip_committed_before: Option<String>,
     pub(crate) stop: AtomicBool,
     pub(crate) wake: Mutex<WakeState>,
     pub(crate) wake_cond: Condvar,
@@ -299,7 +300,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn new(config: ListenerConfig, served: Vec<ChannelEntry>, floor: i64) -> Self {
+    fn new(
+        config: ListenerConfig,
+        served: Vec<ChannelEntry>,
+        skip_committed_before: Option<String>,
+    ) -> Self {
         let lockable = served
             .iter()
             .filter(|entry| entry.def.lock_notifications)
@@ -309,7 +314,7 @@ impl Shared {
             config,
             served,
             lockable,
-            floor,
+            skip_committed_before,
             stop: AtomicBool::new(false),
             wake: Mutex::new(WakeState::default()),
             wake_cond: Condvar::new(),
@@ -463,8 +468,13 @@ impl Drop for ListenerHandle {
 
 struct Exit {
     worker: usize,
+    ran_for: Duration,
     result: std::result::Result<(), String>,
 }
+
+/// A worker that ran this long before failing restarts without the backoff
+/// earlier failures built up.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 fn spawn_worker(
     shared: &Arc<Shared>,
@@ -476,6 +486,7 @@ fn spawn_worker(
     std::thread::Builder::new()
         .name(format!("pgpubsub-worker-{index}"))
         .spawn(move || {
+            let started = Instant::now();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 worker::run(&shared, index)
             }));
@@ -486,6 +497,7 @@ fn spawn_worker(
             };
             let _ = exits.send(Exit {
                 worker: index,
+                ran_for: started.elapsed(),
                 result,
             });
         })
@@ -508,11 +520,13 @@ fn supervise(
     exits: mpsc::Sender<Exit>,
     exit_rx: mpsc::Receiver<Exit>,
 ) -> Result<()> {
-    let mut threads = Vec::new();
+    let mut threads = std::collections::HashMap::new();
     let mut outcome = Ok(());
     for index in 0..shared.config.workers {
         match spawn_worker(shared, index, &exits) {
-            Ok(thread) => threads.push(thread),
+            Ok(thread) => {
+                threads.insert(index, thread);
+            }
             Err(err) => {
                 outcome = Err(err);
                 shared.request_stop();
@@ -525,6 +539,9 @@ fn supervise(
     while running > 0 {
         let Ok(exit) = exit_rx.recv() else { break };
         running -= 1;
+        if let Some(thread) = threads.remove(&exit.worker) {
+            let _ = thread.join();
+        }
         let Err(message) = exit.result else { continue };
         tracing::error!(worker = exit.worker, error = %message, "worker failed");
         if shared.stopping() {
@@ -537,6 +554,9 @@ fn supervise(
             });
             shared.request_stop();
             continue;
+        }
+        if exit.ran_for >= HEALTHY_RUN {
+            backoff = Duration::from_millis(100);
         }
         // Back off before restarting, unless asked to stop meanwhile.
         let deadline = Instant::now() + backoff;
@@ -551,7 +571,7 @@ fn supervise(
         tracing::info!(worker = exit.worker, "restarting worker");
         match spawn_worker(shared, exit.worker, &exits) {
             Ok(thread) => {
-                threads.push(thread);
+                threads.insert(exit.worker, thread);
                 running += 1;
             }
             Err(err) => {
@@ -560,7 +580,7 @@ fn supervise(
             }
         }
     }
-    for thread in threads {
+    for (_, thread) in threads {
         let _ = thread.join();
     }
     shared.request_stop();

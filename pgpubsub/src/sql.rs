@@ -2,14 +2,17 @@
 //! The tables and functions they use are created by the migrations that
 //! `pgpubsub-diesel` writes (see ARCHITECTURE.md, "The SQL protocol").
 
-/// Claims up to `$3` available notifications of channel `$1` with ids above
-/// `$2`, oldest first, skipping rows other workers hold. One channel per
+/// Claims up to `$3` available notifications of channel `$1`, oldest first,
+/// skipping rows other workers hold. `$2`, when not NULL, is the snapshot
+/// taken when a listener without recovery started: rows committed before it
+/// (visible in it) are left alone. One channel per
 /// query: equality on the index's leading column keeps the `(channel, id)`
 /// order, so the scan stops after `$3` rows whatever the statistics say.
 pub(crate) const NOTIFICATION_CLAIM: &str = "\
 SELECT id, channel, payload, created_at, db_version, attempts \
 FROM pgpubsub_notification \
-WHERE channel = $1 AND NOT broadcast AND available_at <= now() AND id > $2 \
+WHERE channel = $1 AND NOT broadcast AND available_at <= now() \
+  AND ($2::text IS NULL OR NOT pg_visible_in_snapshot(written_xid, $2::text::pg_snapshot)) \
 ORDER BY id \
 LIMIT $3 \
 FOR UPDATE SKIP LOCKED";
@@ -26,9 +29,8 @@ SET attempts = attempts + 1, last_error = $2, failed_at = now(), \
     available_at = now() + make_interval(secs => $3) \
 WHERE id = $1";
 
-/// The highest notification id now, for listeners started without recovery.
-pub(crate) const NOTIFICATION_MAX_ID: &str =
-    "SELECT COALESCE(max(id), 0) AS id FROM pgpubsub_notification";
+/// The transactions committed now, for listeners started without recovery.
+pub(crate) const SNAPSHOT_CURRENT: &str = "SELECT pg_current_snapshot()::text AS snapshot";
 
 /// Reads a stored broadcast payload `$1` (too large for NOTIFY).
 pub(crate) const NOTIFICATION_PAYLOAD: &str =

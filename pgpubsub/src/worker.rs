@@ -26,17 +26,17 @@ pub(crate) fn connect(url: &str) -> Result<PgConnection> {
 }
 
 #[derive(QueryableByName)]
-struct MaxId {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
+struct Snapshot {
+    #[diesel(sql_type = Text)]
+    snapshot: String,
 }
 
-/// The highest stored notification id.
-pub(crate) fn max_id(conn: &mut PgConnection) -> Result<i64> {
-    diesel::sql_query(sql::NOTIFICATION_MAX_ID)
-        .get_result::<MaxId>(conn)
-        .map(|row| row.id)
-        .map_err(Error::query("reading the newest notification id"))
+/// The current snapshot: which transactions have committed now.
+pub(crate) fn current_snapshot(conn: &mut PgConnection) -> Result<String> {
+    diesel::sql_query(sql::SNAPSHOT_CURRENT)
+        .get_result::<Snapshot>(conn)
+        .map(|row| row.snapshot)
+        .map_err(Error::query("reading the current snapshot"))
 }
 
 /// One claimed notification row.
@@ -110,29 +110,45 @@ fn claim_round(shared: &Shared, conn: &mut PgConnection, next: &mut usize) -> Re
     for _ in 0..channels {
         let channel = &shared.lockable[*next % channels];
         *next = next.wrapping_add(1);
-        let claimed = claim_batch(shared, conn, channel)?;
-        if claimed > 0 {
-            return Ok(claimed);
+        let batch = claim_batch(shared, conn, channel)?;
+        // Counted once committed.
+        let stats = &shared.stats;
+        stats
+            .completed
+            .fetch_add(batch.completed, Ordering::Relaxed);
+        stats.failed.fetch_add(batch.failed, Ordering::Relaxed);
+        if batch.claimed > 0 {
+            return Ok(batch.claimed);
         }
     }
     Ok(0)
 }
 
-/// Claims one batch of `channel`, runs it, and commits; returns how many
-/// notifications were claimed.
-fn claim_batch(shared: &Shared, conn: &mut PgConnection, channel: &str) -> Result<usize> {
+/// What one committed batch did.
+struct Batch {
+    claimed: usize,
+    completed: u64,
+    failed: u64,
+}
+
+/// Claims one batch of `channel`, runs it, and commits.
+fn claim_batch(shared: &Shared, conn: &mut PgConnection, channel: &str) -> Result<Batch> {
     conn.transaction(|conn| {
         let claimed: Vec<Claimed> = diesel::sql_query(sql::NOTIFICATION_CLAIM)
             .bind::<Text, _>(channel)
-            .bind::<BigInt, _>(shared.floor)
+            .bind::<Nullable<Text>, _>(shared.skip_committed_before.as_deref())
             .bind::<BigInt, _>(shared.config.batch_size)
             .load(conn)
             .map_err(Error::query("claiming notifications"))?;
         let mut completed = Vec::with_capacity(claimed.len());
+        let mut failed = 0;
         for row in &claimed {
             match process(shared, conn, row) {
                 Ok(()) => completed.push(row.id),
-                Err(AttemptError::Handler(err)) => record_failure(shared, conn, row, &err)?,
+                Err(AttemptError::Handler(err)) => {
+                    record_failure(shared, conn, row, &err)?;
+                    failed += 1;
+                }
                 Err(AttemptError::Database(source)) => {
                     return Err(Error::Query {
                         what: "running handlers",
@@ -147,11 +163,11 @@ fn claim_batch(shared: &Shared, conn: &mut PgConnection, channel: &str) -> Resul
                 .execute(conn)
                 .map_err(Error::query("completing notifications"))?;
         }
-        shared
-            .stats
-            .completed
-            .fetch_add(completed.len() as u64, Ordering::Relaxed);
-        Ok(claimed.len())
+        Ok(Batch {
+            claimed: claimed.len(),
+            completed: completed.len() as u64,
+            failed,
+        })
     })
 }
 
@@ -200,7 +216,6 @@ fn record_failure(
         .bind::<Double, _>(wait.as_secs_f64())
         .execute(conn)
         .map_err(Error::query("recording a failed notification"))?;
-    shared.stats.failed.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 

@@ -288,6 +288,31 @@ fn a_message_sent_by_a_handler_is_handled_without_waiting_for_a_poll() {
 }
 
 #[test]
+fn a_message_sent_by_a_handler_wakes_an_idle_listener_of_its_channel() {
+    let db = TestDb::new(SCHEMA);
+    // The scanning listener only polls once a minute and never claims
+    // uploads itself: only the NOTIFY of the handler's commit can wake it.
+    let scanner = spawn(
+        pgpubsub::Listener::new(db.url())
+            .channels([<ScanRequested as pgpubsub::Channel>::NAME])
+            .poll_interval(Duration::from_secs(60)),
+    );
+    let uploads = spawn(
+        pgpubsub::Listener::new(db.url())
+            .channels([<UploadDone as pgpubsub::Channel>::NAME])
+            .poll_interval(Duration::from_secs(60)),
+    );
+    let mut conn = db.conn();
+    pgpubsub::notify(&mut conn, &UploadDone { upload_id: 7 }).unwrap();
+    assert!(wait_until(WAIT, || count(
+        &mut conn,
+        "SELECT count(*) AS n FROM scans WHERE upload_id = 7"
+    ) == 1));
+    uploads.shutdown().unwrap();
+    scanner.shutdown().unwrap();
+}
+
+#[test]
 fn a_broadcast_message_reaches_every_listener() {
     let db = TestDb::new(SCHEMA);
     let first = spawn(pgpubsub::Listener::new(db.url()));

@@ -190,7 +190,6 @@ fn a_listener_serves_only_its_selected_channels() {
 }
 
 #[test]
-#[ignore = "bug: recover(false) skips by id (`id > max(id)` read at spawn), so a write committed after startup whose id was taken before it is never processed"]
 fn without_recovery_a_write_committed_after_startup_is_processed() {
     let db = TestDb::new(SCHEMA);
     let mut writer = db.conn();
