@@ -284,3 +284,75 @@ fn listen_serves_new_rows_and_exits_zero_on_sigterm() {
         "{err_lines:?}"
     );
 }
+
+#[test]
+fn generator_writes_one_migration_and_check_reports_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().to_str().unwrap();
+    let gen = env!("CARGO_BIN_EXE_pgpubsub-gen");
+
+    // Code ahead of (empty) migrations: --check fails and says what differs.
+    let behind = run(gen, &["--check", "--migrations-dir", migrations]);
+    assert_eq!(behind.status.code(), Some(1), "{behind}");
+    assert!(behind.stderr.contains("behind the code"), "{behind}");
+    assert!(
+        behind.stderr.contains("+ channel/media_channel"),
+        "{behind}"
+    );
+    assert!(behind.stderr.contains("+ schema/0001"), "{behind}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    let first = run(gen, &["--migrations-dir", migrations]);
+    assert!(first.status.success(), "{first}");
+    assert!(first.stdout.contains("wrote"), "{first}");
+    let second = run(gen, &["--migrations-dir", migrations]);
+    assert!(second.status.success(), "{second}");
+    assert!(second.stdout.contains("up to date"), "{second}");
+    let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(written.len(), 1, "a second run must write nothing");
+    let check = run(gen, &["--check", "--migrations-dir", migrations]);
+    assert!(check.status.success(), "{check}");
+}
+
+#[test]
+fn listen_with_an_unknown_channel_fails_naming_it_and_the_known_ones() {
+    let db = DemoDb::new();
+    let setup = demo(&db);
+    assert!(setup.status.success(), "the demo failed: {setup}");
+    let out = run(
+        env!("CARGO_BIN_EXE_media-example"),
+        &[
+            "listen",
+            "--database-url",
+            &db.url,
+            "--channels",
+            "medai_channel",
+        ],
+    );
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("unknown channel `medai_channel`; known channels: media_channel"),
+        "{out}"
+    );
+}
+
+#[test]
+fn listen_on_an_unreachable_database_fails_naming_it() {
+    let out = run(
+        env!("CARGO_BIN_EXE_media-example"),
+        &[
+            "listen",
+            "--database-url",
+            "postgres://postgres:secret@127.0.0.1:1/nowhere",
+        ],
+    );
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.stderr.contains(
+            "cannot connect to PostgreSQL at postgres://postgres:***@127.0.0.1:1/nowhere"
+        ),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("secret"), "{out}");
+}
