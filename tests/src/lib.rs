@@ -134,3 +134,26 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 
 /// How long tests wait for handlers before failing.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// Runs `sql`, a query returning one `bigint` column named `n`
+/// (`SELECT count(*) AS n FROM ...`), and returns it.
+pub fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    use diesel::RunQueryDsl;
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .unwrap_or_else(|err| panic!("`{sql}` failed: {err}"))
+        .n
+}
+
+/// Spawns `listener` and waits until its `LISTEN` session is up.
+pub fn spawn_listening(listener: pgpubsub::Listener) -> pgpubsub::ListenerHandle {
+    let handle = listener.spawn().unwrap();
+    assert!(handle.wait_listening(WAIT), "the listener did not start listening");
+    handle
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text};
 use pgpubsub::Context;
-use pgpubsub_tests::{wait_until, TestDb, WAIT};
+use pgpubsub_tests::{count, wait_until, TestDb, WAIT};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -50,16 +50,6 @@ fn post_inserted(new: Post, conn: &mut PgConnection, ctx: &Context) -> QueryResu
     .bind::<Nullable<BigInt>, _>(ctx.notification_id())
     .execute(conn)
     .map(drop)
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
 }
 
 /// Two listeners, both listening before anything is written.

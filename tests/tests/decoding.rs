@@ -4,7 +4,7 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Int4, Jsonb, Nullable, Text};
-use pgpubsub_tests::{wait_until, TestDb, WAIT};
+use pgpubsub_tests::{count, wait_until, TestDb, WAIT};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -146,16 +146,6 @@ fn effects(conn: &mut PgConnection) -> Vec<Effect> {
     diesel::sql_query("SELECT handler, old, new FROM effects ORDER BY id")
         .load(conn)
         .unwrap()
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
 }
 
 #[derive(QueryableByName, Debug)]

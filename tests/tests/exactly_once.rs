@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
-use pgpubsub_tests::{wait_until, TestDb, WAIT};
+use pgpubsub_tests::{count, wait_until, TestDb, WAIT};
 use serde::Deserialize;
 
 diesel::table! {
@@ -37,16 +37,6 @@ fn order_inserted(new: Order, conn: &mut PgConnection) -> QueryResult<()> {
         .bind::<BigInt, _>(new.id)
         .execute(conn)
         .map(drop)
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
 }
 
 const ROWS: i64 = 10_000;

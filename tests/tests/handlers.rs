@@ -3,8 +3,8 @@
 //! handlers of one notification commit or fail together.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Int4, Nullable, Text};
-use pgpubsub_tests::{wait_until, TestDb, WAIT};
+use diesel::sql_types::{Int4, Nullable, Text};
+use pgpubsub_tests::{count, wait_until, TestDb, WAIT};
 use serde::Deserialize;
 
 diesel::table! {
@@ -110,16 +110,6 @@ fn effects(conn: &mut PgConnection) -> Vec<(String, String)> {
         .into_iter()
         .map(|effect| (effect.handler, effect.name))
         .collect()
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
 }
 
 fn execute(conn: &mut PgConnection, sql: &str) {

@@ -7,8 +7,8 @@ use std::sync::{mpsc, Condvar, Mutex};
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
-use pgpubsub_tests::{wait_until, TestDb, WAIT};
+use diesel::sql_types::Text;
+use pgpubsub_tests::{count, wait_until, TestDb, WAIT};
 use serde::{Deserialize, Serialize};
 
 diesel::table! {
@@ -91,16 +91,6 @@ fn handled(conn: &mut PgConnection) -> Vec<String> {
         .into_iter()
         .map(|row| row.name)
         .collect()
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
 }
 
 fn insert(conn: &mut PgConnection, name: &str) {

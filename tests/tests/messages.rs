@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Int4, Jsonb, Nullable, Text};
-use pgpubsub_tests::{wait_until, TestDb, WAIT};
+use pgpubsub_tests::{count, spawn_listening, wait_until, TestDb, WAIT};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -115,22 +115,6 @@ fn post_ids(conn: &mut PgConnection) -> Vec<i64> {
     reads(conn).into_iter().map(|read| read.post_id).collect()
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
-}
-
-fn spawn(listener: pgpubsub::Listener) -> pgpubsub::ListenerHandle {
-    let handle = listener.spawn().unwrap();
-    assert!(handle.wait_listening(WAIT));
-    handle
-}
-
 fn send_reads(conn: &mut PgConnection, post_id: i64, reads: i32) {
     pgpubsub::notify(conn, &PostReads { post_id, reads }).unwrap();
 }
@@ -138,7 +122,7 @@ fn send_reads(conn: &mut PgConnection, post_id: i64, reads: i32) {
 #[test]
 fn a_lockable_message_is_processed() {
     let db = TestDb::new(SCHEMA);
-    let handle = spawn(pgpubsub::Listener::new(db.url()));
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()));
     let mut conn = db.conn();
     send_reads(&mut conn, 7, 3);
     assert!(wait_until(WAIT, || reads(&mut conn).len() == 1));
@@ -163,7 +147,7 @@ fn a_message_sent_while_no_listener_runs_is_processed_when_one_starts() {
         count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"),
         2
     );
-    let handle = spawn(pgpubsub::Listener::new(db.url()));
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()));
     assert!(wait_until(WAIT, || reads(&mut conn).len() == 2));
     handle.shutdown().unwrap();
     assert_eq!(post_ids(&mut conn), [1, 2]);
@@ -176,7 +160,7 @@ fn a_message_sent_while_no_listener_runs_is_processed_when_one_starts() {
 #[test]
 fn a_message_sent_in_a_rolled_back_transaction_is_never_processed() {
     let db = TestDb::new(SCHEMA);
-    let handle = spawn(pgpubsub::Listener::new(db.url()));
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()));
     let mut conn = db.conn();
     let rolled_back = conn.transaction::<(), _, _>(|conn| {
         send_reads(conn, 666, 1);
@@ -196,7 +180,7 @@ fn a_message_sent_in_a_rolled_back_transaction_is_never_processed() {
 #[test]
 fn a_message_is_delivered_only_when_the_sending_transaction_commits() {
     let db = TestDb::new(SCHEMA);
-    let handle = spawn(pgpubsub::Listener::new(db.url()));
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()));
     let mut writer = db.conn();
     let mut conn = db.conn();
     writer
@@ -215,7 +199,7 @@ fn a_message_is_delivered_only_when_the_sending_transaction_commits() {
 #[test]
 fn a_message_carries_the_sender_context() {
     let db = TestDb::new(SCHEMA);
-    let handle = spawn(pgpubsub::Listener::new(db.url()));
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()));
     let mut conn = db.conn();
     pgpubsub::with_context(&mut conn, &json!({"request_id": "m1"}), |conn| {
         pgpubsub::notify(
@@ -243,7 +227,7 @@ fn a_stored_message_that_does_not_decode_is_kept_with_the_field_named() {
     .execute(&mut conn)
     .unwrap();
     send_reads(&mut conn, 8, 1);
-    let handle = spawn(pgpubsub::Listener::new(db.url()));
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()));
     assert!(wait_until(WAIT, || post_ids(&mut conn) == [8]));
     assert!(wait_until(WAIT, || {
         count(
@@ -273,7 +257,8 @@ fn a_message_sent_by_a_handler_is_handled_without_waiting_for_a_poll() {
     let db = TestDb::new(SCHEMA);
     // Polling alone would take a minute, far beyond WAIT: only the wake-up
     // of the handler's own notification can explain prompt handling.
-    let handle = spawn(pgpubsub::Listener::new(db.url()).poll_interval(Duration::from_secs(60)));
+    let handle =
+        spawn_listening(pgpubsub::Listener::new(db.url()).poll_interval(Duration::from_secs(60)));
     let mut conn = db.conn();
     pgpubsub::notify(&mut conn, &UploadDone { upload_id: 42 }).unwrap();
     assert!(wait_until(WAIT, || count(
@@ -292,12 +277,12 @@ fn a_message_sent_by_a_handler_wakes_an_idle_listener_of_its_channel() {
     let db = TestDb::new(SCHEMA);
     // The scanning listener only polls once a minute and never claims
     // uploads itself: only the NOTIFY of the handler's commit can wake it.
-    let scanner = spawn(
+    let scanner = spawn_listening(
         pgpubsub::Listener::new(db.url())
             .channels([<ScanRequested as pgpubsub::Channel>::NAME])
             .poll_interval(Duration::from_secs(60)),
     );
-    let uploads = spawn(
+    let uploads = spawn_listening(
         pgpubsub::Listener::new(db.url())
             .channels([<UploadDone as pgpubsub::Channel>::NAME])
             .poll_interval(Duration::from_secs(60)),
@@ -315,8 +300,8 @@ fn a_message_sent_by_a_handler_wakes_an_idle_listener_of_its_channel() {
 #[test]
 fn a_broadcast_message_reaches_every_listener() {
     let db = TestDb::new(SCHEMA);
-    let first = spawn(pgpubsub::Listener::new(db.url()));
-    let second = spawn(pgpubsub::Listener::new(db.url()));
+    let first = spawn_listening(pgpubsub::Listener::new(db.url()));
+    let second = spawn_listening(pgpubsub::Listener::new(db.url()));
     let mut conn = db.conn();
     pgpubsub::notify(
         &mut conn,

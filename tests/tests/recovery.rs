@@ -2,8 +2,8 @@
 //! alone with `recover(false)`; and a listener serves only its selected channels.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Int4, Text};
-use pgpubsub_tests::{wait_until, TestDb, WAIT};
+use diesel::sql_types::{Int4, Text};
+use pgpubsub_tests::{count, spawn_listening, wait_until, TestDb, WAIT};
 use serde::Deserialize;
 
 diesel::table! {
@@ -96,16 +96,6 @@ fn stored(conn: &mut PgConnection) -> Vec<Stored> {
     .unwrap()
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
-}
-
 fn insert(conn: &mut PgConnection, table: &str, names: &[&str]) {
     for name in names {
         diesel::sql_query(format!("INSERT INTO {table} (name) VALUES ($1)"))
@@ -113,12 +103,6 @@ fn insert(conn: &mut PgConnection, table: &str, names: &[&str]) {
             .execute(conn)
             .unwrap();
     }
-}
-
-fn spawn(listener: pgpubsub::Listener) -> pgpubsub::ListenerHandle {
-    let handle = listener.spawn().unwrap();
-    assert!(handle.wait_listening(WAIT));
-    handle
 }
 
 #[test]
@@ -130,7 +114,7 @@ fn notifications_stored_while_no_listener_ran_are_processed_at_startup() {
         count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"),
         3
     );
-    let handle = spawn(pgpubsub::Listener::new(db.url()));
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()));
     assert!(wait_until(WAIT, || handled(&mut conn).len() == 3));
     handle.shutdown().unwrap();
     assert_eq!(handled(&mut conn), ["task a", "task b", "task c"]);
@@ -145,7 +129,7 @@ fn without_recovery_stored_notifications_are_left_alone_and_new_ones_processed()
     let db = TestDb::new(SCHEMA);
     let mut conn = db.conn();
     insert(&mut conn, "tasks", &["old 1", "old 2"]);
-    let handle = spawn(pgpubsub::Listener::new(db.url()).recover(false));
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()).recover(false));
     insert(&mut conn, "tasks", &["new"]);
     assert!(wait_until(WAIT, || handled(&mut conn) == ["task new"]));
     handle.shutdown().unwrap();
@@ -159,7 +143,7 @@ fn without_recovery_stored_notifications_are_left_alone_and_new_ones_processed()
     assert_eq!(stored(&mut conn), [untouched("old 1"), untouched("old 2")]);
 
     // They are intact: a recovering listener processes them.
-    let handle = spawn(pgpubsub::Listener::new(db.url()));
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()));
     assert!(wait_until(WAIT, || handled(&mut conn).len() == 3));
     handle.shutdown().unwrap();
     assert_eq!(handled(&mut conn), ["task new", "task old 1", "task old 2"]);
@@ -171,7 +155,7 @@ fn a_listener_serves_only_its_selected_channels() {
     let db = TestDb::new(SCHEMA);
     let mut conn = db.conn();
     insert(&mut conn, "reports", &["r1"]);
-    let handle = spawn(pgpubsub::Listener::new(db.url()).channels(["task_channel"]));
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()).channels(["task_channel"]));
     insert(&mut conn, "reports", &["r2"]);
     // A task written after the reports: once it is handled, the listener has
     // had its chance at the reports.
@@ -202,7 +186,9 @@ fn without_recovery_a_write_committed_after_startup_is_processed() {
             // committed before the start (so it is left alone).
             insert(writer, "tasks", &["in flight"]);
             insert(&mut conn, "tasks", &["before start"]);
-            handle = Some(spawn(pgpubsub::Listener::new(db.url()).recover(false)));
+            handle = Some(spawn_listening(
+                pgpubsub::Listener::new(db.url()).recover(false),
+            ));
             Ok(())
         })
         .unwrap();

@@ -2,8 +2,8 @@
 //! commits, never while it is open, and never after a rollback.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
-use pgpubsub_tests::{wait_until, TestDb, WAIT};
+use diesel::sql_types::Text;
+use pgpubsub_tests::{count, wait_until, TestDb, WAIT};
 use serde::Deserialize;
 
 diesel::table! {
@@ -81,16 +81,6 @@ fn handled(conn: &mut PgConnection, handler: &str) -> Vec<String> {
         .into_iter()
         .map(|row| row.name)
         .collect()
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
 }
 
 fn insert(conn: &mut PgConnection, table: &str, name: &str) {

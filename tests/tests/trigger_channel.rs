@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text};
 use pgpubsub::Context;
-use pgpubsub_tests::{wait_until, TestDb, WAIT};
+use pgpubsub_tests::{count, wait_until, TestDb, WAIT};
 use serde::Deserialize;
 
 diesel::table! {
@@ -116,16 +116,6 @@ fn effects(conn: &mut PgConnection) -> Vec<Effect> {
     diesel::sql_query("SELECT handler, op, old, new, context, notification_id, db_version FROM effects ORDER BY id")
         .load(conn)
         .unwrap()
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql).get_result::<Count>(conn).unwrap().n
 }
 
 fn listener(db: &TestDb) -> pgpubsub::ListenerHandle {
