@@ -143,6 +143,11 @@ fn claim_batch(shared: &Shared, conn: &mut PgConnection, channel: &str) -> Resul
         let mut completed = Vec::with_capacity(claimed.len());
         let mut failed = 0;
         for row in &claimed {
+            // On stop, finish the notification in hand only: the rest of the
+            // batch stays stored and its locks go with the commit.
+            if shared.stopping() && !(completed.is_empty() && failed == 0) {
+                break;
+            }
             match process(shared, conn, row) {
                 Ok(()) => completed.push(row.id),
                 Err(AttemptError::Handler(err)) => {

@@ -125,26 +125,36 @@ fn restarts(handle: &pgpubsub::ListenerHandle) -> u64 {
 #[test]
 fn a_graceful_stop_finishes_the_handler_in_flight_and_commits() {
     let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    // Two jobs stored before the listener starts: one claim takes both.
+    conn.transaction::<_, pgpubsub::Error, _>(|conn| {
+        for name in ["slow", "queued"] {
+            pgpubsub::notify(conn, &SlowJob { name: name.into() })?;
+        }
+        Ok(())
+    })
+    .unwrap();
     let handle = pgpubsub::Listener::new(db.url()).spawn().unwrap();
     assert!(handle.wait_listening(WAIT));
-    let mut conn = db.conn();
-    pgpubsub::notify(
-        &mut conn,
-        &SlowJob {
-            name: "slow".into(),
-        },
-    )
-    .unwrap();
     assert!(wait_until(WAIT, || SLOW_STARTED.load(Ordering::SeqCst)));
     // The handler is mid-flight: its writes are not committed yet.
     handle.stop();
     assert_eq!(handled(&mut conn), Vec::<String>::new());
     release_slow_job();
     handle.join().unwrap();
+    // The job in flight committed; the rest of the batch stays stored for
+    // the next listener instead of delaying the stop.
     assert_eq!(handled(&mut conn), ["slow"]);
     assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM pgpubsub_notification WHERE payload->'message'->>'name' = 'queued' AND attempts = 0"
+        ),
+        1
+    );
+    assert_eq!(
         count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"),
-        0
+        1
     );
 }
 
