@@ -165,7 +165,7 @@ impl Listener {
         self
     }
 
-    /// Runs until SIGINT or SIGTERM, then finishes the notifications in hand,
+    /// Runs until SIGINT or SIGTERM, then finishes the notification in hand,
     /// commits and returns `Ok(())`.
     pub fn run(self) -> Result<()> {
         let handle = self.spawn()?;
@@ -180,7 +180,7 @@ impl Listener {
             .name("pgpubsub-signals".into())
             .spawn(move || {
                 if let Some(signal) = signals.forever().next() {
-                    tracing::info!(signal, "stopping: finishing the notifications in hand");
+                    tracing::info!(signal, "stopping: finishing the notification in hand");
                     stopper.stop();
                 }
             })
@@ -379,7 +379,7 @@ pub struct ListenerHandle {
 pub struct Stopper(Arc<Shared>);
 
 impl Stopper {
-    /// Asks the listener to finish the notifications in hand and stop.
+    /// Asks the listener to finish the notification in hand and stop.
     pub fn stop(&self) {
         self.0.request_stop();
     }
