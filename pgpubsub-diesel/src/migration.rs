@@ -195,20 +195,33 @@ pub fn recorded(dir: &Path) -> Result<Option<Recorded>> {
     Ok(Some(Recorded { dir: path, state }))
 }
 
-/// A migration version after every existing one in `dir` (Diesel's
-/// `YYYY-MM-DD-HHMMSS` form), based on `now`.
+/// Diesel's two version spellings: `diesel migration generate` writes the
+/// first by default, `--version` style projects often use the second.
+const DASHED: &str = "%Y-%m-%d-%H%M%S";
+const COMPACT: &str = "%Y%m%d%H%M%S";
+
+/// A migration version after every existing one in `dir`, based on `now`,
+/// spelled like the newest existing migration (`YYYY-MM-DD-HHMMSS` when
+/// there is none).
 pub fn next_version(dir: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<String> {
-    const FORMAT: &str = "%Y-%m-%d-%H%M%S";
     let mut version = now.naive_utc();
+    let mut format = DASHED;
+    let mut newest = None;
     for name in migration_dirs(dir)? {
         let prefix = name.split('_').next().unwrap_or_default();
-        if let Ok(existing) = chrono::NaiveDateTime::parse_from_str(prefix, FORMAT) {
-            if existing >= version {
-                version = existing + chrono::Duration::seconds(1);
+        for candidate in [DASHED, COMPACT] {
+            if let Ok(existing) = chrono::NaiveDateTime::parse_from_str(prefix, candidate) {
+                if newest.map_or(true, |newest| existing >= newest) {
+                    newest = Some(existing);
+                    format = candidate;
+                }
+                if existing >= version {
+                    version = existing + chrono::Duration::seconds(1);
+                }
             }
         }
     }
-    Ok(version.format(FORMAT).to_string())
+    Ok(version.format(format).to_string())
 }
 
 /// Writes `diff` as migration `<version>_pgpubsub` in `dir`; returns its path.
@@ -234,4 +247,53 @@ pub fn write(dir: &Path, version: &str, state: &State, diff: &Diff) -> Result<Pa
     let down_path = path.join("down.sql");
     fs::write(&down_path, down).map_err(io("cannot write", &down_path))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(names: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for name in names {
+            fs::create_dir_all(dir.path().join(name)).unwrap();
+        }
+        dir
+    }
+
+    fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::NaiveDateTime::parse_from_str(text, DASHED)
+            .unwrap()
+            .and_utc()
+    }
+
+    #[test]
+    fn versions_follow_the_newest_existing_migration() {
+        let dir = dir_with(&[
+            "00000000000000_diesel_initial_setup",
+            "2030-01-01-000000_future",
+        ]);
+        assert_eq!(
+            next_version(dir.path(), at("2024-01-01-000000")).unwrap(),
+            "2030-01-01-000001"
+        );
+    }
+
+    #[test]
+    fn compact_versions_stay_compact() {
+        let dir = dir_with(&["20240101000000_create_media"]);
+        assert_eq!(
+            next_version(dir.path(), at("2024-06-01-120000")).unwrap(),
+            "20240601120000"
+        );
+    }
+
+    #[test]
+    fn an_empty_directory_uses_now() {
+        let dir = dir_with(&[]);
+        assert_eq!(
+            next_version(dir.path(), at("2024-06-01-120000")).unwrap(),
+            "2024-06-01-120000"
+        );
+    }
 }
