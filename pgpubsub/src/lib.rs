@@ -98,8 +98,27 @@ pub use registry::{ChannelDef, ChannelEntry, HandlerDef, HandlerKind, Ops, Regis
 pub use retry::RetryPolicy;
 pub use sql::quote_ident;
 
-pub use pgpubsub_macros::{
-    channel, listener, post_delete_listener, post_insert_listener, post_save_listener,
-    post_update_listener, pre_delete_listener, pre_insert_listener, pre_save_listener,
-    pre_update_listener, trigger_channel, trigger_listener,
-};
+#[doc = include_str!("../docs/channel.md")]
+pub use pgpubsub_macros::channel;
+#[doc = include_str!("../docs/listener.md")]
+pub use pgpubsub_macros::listener;
+#[doc = include_str!("../docs/post_delete_listener.md")]
+pub use pgpubsub_macros::post_delete_listener;
+#[doc = include_str!("../docs/post_insert_listener.md")]
+pub use pgpubsub_macros::post_insert_listener;
+#[doc = include_str!("../docs/post_save_listener.md")]
+pub use pgpubsub_macros::post_save_listener;
+#[doc = include_str!("../docs/post_update_listener.md")]
+pub use pgpubsub_macros::post_update_listener;
+#[doc = include_str!("../docs/pre_delete_listener.md")]
+pub use pgpubsub_macros::pre_delete_listener;
+#[doc = include_str!("../docs/pre_insert_listener.md")]
+pub use pgpubsub_macros::pre_insert_listener;
+#[doc = include_str!("../docs/pre_save_listener.md")]
+pub use pgpubsub_macros::pre_save_listener;
+#[doc = include_str!("../docs/pre_update_listener.md")]
+pub use pgpubsub_macros::pre_update_listener;
+#[doc = include_str!("../docs/trigger_channel.md")]
+pub use pgpubsub_macros::trigger_channel;
+#[doc = include_str!("../docs/trigger_listener.md")]
+pub use pgpubsub_macros::trigger_listener;

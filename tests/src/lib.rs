@@ -154,6 +154,9 @@ pub fn count(conn: &mut PgConnection, sql: &str) -> i64 {
 /// Spawns `listener` and waits until its `LISTEN` session is up.
 pub fn spawn_listening(listener: pgpubsub::Listener) -> pgpubsub::ListenerHandle {
     let handle = listener.spawn().unwrap();
-    assert!(handle.wait_listening(WAIT), "the listener did not start listening");
+    assert!(
+        handle.wait_listening(WAIT),
+        "the listener did not start listening"
+    );
     handle
 }
