@@ -3,10 +3,15 @@
 //!
 //! Add `src/bin/pgpubsub-gen.rs` to the crate that declares the channels:
 //!
-//! ```ignore
+//! ```no_run
+//! # mod my_app {}
 //! use my_app as _; // link the crate whose channels and listeners to read
 //! pgpubsub_diesel::generator_main!();
 //! ```
+//!
+//! The binary reads the channels and listeners linked into it (the same
+//! registry the listener serves), so it must link the crate declaring them;
+//! `use my_app as _;` does, where `my_app` is the library crate's name.
 //!
 //! `cargo run --bin pgpubsub-gen` then writes `migrations/<version>_pgpubsub/`
 //! (`up.sql`, `down.sql`) whenever the channels or listeners changed since the
