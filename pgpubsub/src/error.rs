@@ -63,6 +63,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// pgpubsub's tables are not in the database.
+    #[error("pgpubsub's tables are missing in this database: write the migrations with `cargo run --bin pgpubsub-gen` and apply them (`diesel migration run` or `embed_migrations!`)")]
+    SchemaMissing,
     /// A listener configuration value is invalid.
     #[error("invalid listener configuration: {0}")]
     Config(String),

@@ -199,6 +199,7 @@ impl Listener {
         let served = select_channels(&registry, self.config.channels.as_deref())?;
         // Fail fast on an unreachable database: one connection now.
         let mut first = worker::connect(&self.config.database_url)?;
+        worker::check_schema(&mut first, &served)?;
         let skip_committed_before = if self.config.recover {
             None
         } else {

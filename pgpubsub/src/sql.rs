@@ -32,6 +32,15 @@ WHERE id = $1";
 /// The transactions committed now, for listeners started without recovery.
 pub(crate) const SNAPSHOT_CURRENT: &str = "SELECT pg_current_snapshot()::text AS snapshot";
 
+/// True when pgpubsub's own schema is installed.
+pub(crate) const SCHEMA_INSTALLED: &str = "\
+SELECT to_regclass('pgpubsub_notification') IS NOT NULL \
+   AND to_regprocedure('pgpubsub_notification_send(text, boolean, jsonb)') IS NOT NULL AS ok";
+
+/// The names of the triggers `$1` that exist.
+pub(crate) const TRIGGERS_PRESENT: &str =
+    "SELECT tgname::text AS name FROM pg_trigger WHERE tgname = ANY($1) AND NOT tgisinternal";
+
 /// Reads a stored broadcast payload `$1` (too large for NOTIFY).
 pub(crate) const NOTIFICATION_PAYLOAD: &str =
     "SELECT payload FROM pgpubsub_notification WHERE id = $1 AND broadcast";

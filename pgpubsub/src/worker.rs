@@ -15,6 +15,7 @@ use crate::error::{redact_url, Error, Result};
 use crate::event::{Event, HandlerError};
 use crate::executor::{execute, AttemptError};
 use crate::listener::{Broadcast, Shared};
+use crate::registry::ChannelEntry;
 use crate::sql;
 
 /// Opens a worker connection.
@@ -23,6 +24,48 @@ pub(crate) fn connect(url: &str) -> Result<PgConnection> {
         url: redact_url(url),
         source: Box::new(source),
     })
+}
+
+#[derive(QueryableByName)]
+struct Installed {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    ok: bool,
+}
+
+#[derive(QueryableByName)]
+struct TriggerName {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// Fails when pgpubsub's schema is missing; warns about served trigger
+/// channels whose trigger is not installed (they would never notify).
+pub(crate) fn check_schema(conn: &mut PgConnection, served: &[ChannelEntry]) -> Result<()> {
+    let installed = diesel::sql_query(sql::SCHEMA_INSTALLED)
+        .get_result::<Installed>(conn)
+        .map_err(Error::query("checking pgpubsub's schema"))?;
+    if !installed.ok {
+        return Err(Error::SchemaMissing);
+    }
+    let expected: Vec<String> = served
+        .iter()
+        .filter(|entry| entry.def.is_trigger())
+        .map(|entry| format!("pgpubsub_{}", entry.def.name))
+        .collect();
+    let present: Vec<String> = diesel::sql_query(sql::TRIGGERS_PRESENT)
+        .bind::<Array<Text>, _>(&expected)
+        .load::<TriggerName>(conn)
+        .map_err(Error::query("checking the channels' triggers"))?
+        .into_iter()
+        .map(|row| row.name)
+        .collect();
+    for name in expected.iter().filter(|name| !present.contains(name)) {
+        tracing::warn!(
+            trigger = %name,
+            "trigger missing: this channel's rows will not notify until the migrations written by pgpubsub-gen are applied"
+        );
+    }
+    Ok(())
 }
 
 #[derive(QueryableByName)]

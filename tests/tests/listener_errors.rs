@@ -145,3 +145,11 @@ fn a_valid_listener_starts_and_stops() {
     assert!(handle.wait_listening(pgpubsub_tests::WAIT));
     handle.shutdown().unwrap();
 }
+
+#[test]
+fn a_database_without_pgpubsub_schema_is_an_error_saying_how_to_install_it() {
+    let db = TestDb::empty();
+    let err = pgpubsub::Listener::new(db.url()).spawn().err().unwrap();
+    assert!(matches!(err, pgpubsub::Error::SchemaMissing), "{err}");
+    assert!(err.to_string().contains("pgpubsub-gen"), "{err}");
+}
