@@ -2,8 +2,8 @@
 //! The tables and functions they use are created by the migrations that
 //! `pgpubsub-diesel` writes (see ARCHITECTURE.md, "The SQL protocol").
 
-/// Claims up to `$3` available notifications of channel `$1`, oldest first,
-/// skipping rows other workers hold. `$2`, when not NULL, is the snapshot
+/// Claims up to `$3` available notifications of channel `$1` with ids above
+/// `$4` (the worker's cursor), oldest first, skipping rows other workers hold. `$2`, when not NULL, is the snapshot
 /// taken when a listener without recovery started: rows committed before it
 /// (visible in it) are left alone. One channel per
 /// query: equality on the index's leading column keeps the `(channel, id)`
@@ -11,7 +11,7 @@
 pub(crate) const NOTIFICATION_CLAIM: &str = "\
 SELECT id, channel, payload, created_at, db_version, attempts \
 FROM pgpubsub_notification \
-WHERE channel = $1 AND NOT broadcast AND available_at <= now() \
+WHERE channel = $1 AND NOT broadcast AND available_at <= now() AND id > $4 \
   AND ($2::text IS NULL OR NOT pg_visible_in_snapshot(written_xid, $2::text::pg_snapshot)) \
 ORDER BY id \
 LIMIT $3 \

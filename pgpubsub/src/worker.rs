@@ -111,7 +111,11 @@ pub(crate) fn run(shared: &Shared, index: usize) -> Result<()> {
     let mut conn = connect(&shared.config.database_url)?;
     tracing::debug!(worker = index, "worker started");
     let mut last_purge: Option<std::time::Instant> = None;
-    let mut next_channel = index;
+    let mut claims = Claims {
+        next_channel: index,
+        cursors: vec![0; shared.lockable.len()],
+        seen_seq: None,
+    };
     while !shared.stopping() {
         if index == 0 && last_purge.map_or(true, |at| at.elapsed() >= BROADCAST_PURGE_EVERY) {
             purge_broadcasts(&mut conn)?;
@@ -122,7 +126,13 @@ pub(crate) fn run(shared: &Shared, index: usize) -> Result<()> {
             handle_broadcast(shared, &mut conn, broadcast)?;
             continue;
         }
-        if claim_round(shared, &mut conn, &mut next_channel)? > 0 {
+        if claims.seen_seq != Some(seen) {
+            // A wake-up may come from a transaction that committed rows
+            // behind the cursors: sweep from the start.
+            claims.reset();
+            claims.seen_seq = Some(seen);
+        }
+        if claims.round(shared, &mut conn)? > 0 {
             continue;
         }
         wait_for_work(shared, seen);
@@ -146,41 +156,75 @@ fn wait_for_work(shared: &Shared, seen: u64) {
     }
 }
 
-/// Claims one batch from the first lockable channel, in round-robin order,
-/// that has work; returns how many notifications were claimed.
-fn claim_round(shared: &Shared, conn: &mut PgConnection, next: &mut usize) -> Result<usize> {
-    let channels = shared.lockable.len();
-    for _ in 0..channels {
-        let channel = &shared.lockable[*next % channels];
-        *next = next.wrapping_add(1);
-        let batch = claim_batch(shared, conn, channel)?;
-        // Counted once committed.
-        let stats = &shared.stats;
-        stats
-            .completed
-            .fetch_add(batch.completed, Ordering::Relaxed);
-        stats.failed.fetch_add(batch.failed, Ordering::Relaxed);
-        if batch.claimed > 0 {
-            return Ok(batch.claimed);
-        }
+/// Where a worker is in each lockable channel.
+///
+/// Claims scan the `(channel, id)` index from the cursor, not from the
+/// start: after a long drain the start of the index is a run of deleted
+/// entries that every claim would walk again. Rows behind a cursor (a
+/// transaction that committed late, a failure waiting for its retry, rows
+/// another worker let go) are found by the full sweep that follows every
+/// wake-up and every empty claim, so a worker never idles while work exists.
+struct Claims {
+    next_channel: usize,
+    cursors: Vec<i64>,
+    seen_seq: Option<u64>,
+}
+
+impl Claims {
+    fn reset(&mut self) {
+        self.cursors.iter_mut().for_each(|cursor| *cursor = 0);
     }
-    Ok(0)
+
+    /// Claims one batch from the first lockable channel, in round-robin
+    /// order, that has work; returns how many notifications were claimed.
+    fn round(&mut self, shared: &Shared, conn: &mut PgConnection) -> Result<usize> {
+        let channels = shared.lockable.len();
+        for _ in 0..channels {
+            let index = self.next_channel % channels;
+            self.next_channel = self.next_channel.wrapping_add(1);
+            let channel = &shared.lockable[index];
+            let mut batch = claim_batch(shared, conn, channel, self.cursors[index])?;
+            if batch.claimed == 0 && self.cursors[index] > 0 {
+                self.cursors[index] = 0;
+                batch = claim_batch(shared, conn, channel, 0)?;
+            }
+            // Counted once committed.
+            let stats = &shared.stats;
+            stats
+                .completed
+                .fetch_add(batch.completed, Ordering::Relaxed);
+            stats.failed.fetch_add(batch.failed, Ordering::Relaxed);
+            if batch.claimed > 0 {
+                self.cursors[index] = batch.last_id;
+                return Ok(batch.claimed);
+            }
+        }
+        Ok(0)
+    }
 }
 
 /// What one committed batch did.
 struct Batch {
     claimed: usize,
+    /// The highest id claimed.
+    last_id: i64,
     completed: u64,
     failed: u64,
 }
 
-/// Claims one batch of `channel`, runs it, and commits.
-fn claim_batch(shared: &Shared, conn: &mut PgConnection, channel: &str) -> Result<Batch> {
+/// Claims one batch of `channel` after id `cursor`, runs it, and commits.
+fn claim_batch(
+    shared: &Shared,
+    conn: &mut PgConnection,
+    channel: &str,
+    cursor: i64,
+) -> Result<Batch> {
     conn.transaction(|conn| {
         let claimed: Vec<Claimed> = diesel::sql_query(sql::NOTIFICATION_CLAIM)
             .bind::<Text, _>(channel)
             .bind::<Nullable<Text>, _>(shared.skip_committed_before.as_deref())
             .bind::<BigInt, _>(shared.config.batch_size)
+            .bind::<BigInt, _>(cursor)
             .load(conn)
             .map_err(Error::query("claiming notifications"))?;
         let mut completed = Vec::with_capacity(claimed.len());
@@ -213,6 +257,7 @@ fn claim_batch(shared: &Shared, conn: &mut PgConnection, channel: &str) -> Resul
         }
         Ok(Batch {
             claimed: claimed.len(),
+            last_id: claimed.last().map_or(cursor, |row| row.id),
             completed: completed.len() as u64,
             failed,
         })

@@ -204,3 +204,36 @@ fn without_recovery_a_write_committed_after_startup_is_processed() {
     handle.shutdown().unwrap();
     assert_eq!(handled(&mut conn), ["task in flight", "task marker"]);
 }
+
+#[test]
+fn a_row_committed_late_behind_the_claim_cursor_is_still_processed() {
+    let db = TestDb::new(SCHEMA);
+    let mut writer = db.conn();
+    let mut conn = db.conn();
+    // Polling would take a minute: only cursor resets can find the row.
+    let handle = spawn_listening(
+        pgpubsub::Listener::new(db.url())
+            .batch_size(10)
+            .poll_interval(std::time::Duration::from_secs(60)),
+    );
+    writer
+        .transaction::<_, diesel::result::Error, _>(|writer| {
+            // Takes the lowest id, then stays open while 300 later rows are
+            // committed and drained past it.
+            insert(writer, "tasks", &["late"]);
+            let names: Vec<String> = (0..300).map(|i| format!("early {i:03}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            insert(&mut conn, "tasks", &names);
+            assert!(wait_until(WAIT, || handled(&mut conn).len() == 300));
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        wait_until(WAIT, || handled(&mut conn)
+            .contains(&"task late".to_owned())),
+        "{:?}",
+        stored(&mut conn)
+    );
+    handle.shutdown().unwrap();
+    assert_eq!(handled(&mut conn).len(), 301);
+}
