@@ -66,6 +66,34 @@ CREATE TABLE pgpubsub_notification (
 CREATE INDEX pgpubsub_notification_claim_idx
     ON pgpubsub_notification (channel, id) WHERE NOT broadcast;
 
+-- Claims up to p_limit available notifications of a channel after id
+-- p_cursor, oldest first, skipping rows other sessions hold; with a snapshot,
+-- leaves alone the rows committed before it. The planner settings keep the
+-- ordered index scan that stops after p_limit rows even when the table's
+-- statistics are stale (a fresh bulk insert looks like an empty table, and a
+-- bitmap scan plus sort would read the whole backlog on every claim).
+CREATE FUNCTION pgpubsub_notification_claim(
+    p_channel text, p_snapshot text, p_limit bigint, p_cursor bigint
+)
+RETURNS SETOF pgpubsub_notification
+LANGUAGE sql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+AS $pgpubsub$
+    SELECT *
+    FROM pgpubsub_notification
+    WHERE channel = p_channel
+      AND NOT broadcast
+      AND available_at <= now()
+      AND id > p_cursor
+      AND (p_snapshot IS NULL
+           OR NOT pg_visible_in_snapshot(written_xid, p_snapshot::pg_snapshot))
+    ORDER BY id
+    LIMIT p_limit
+    FOR UPDATE SKIP LOCKED
+$pgpubsub$;
+
 -- Sends one notification: stored and woken (lockable) or broadcast.
 CREATE FUNCTION pgpubsub_notification_send(p_channel text, p_lock boolean, p_payload jsonb)
 RETURNS void
@@ -96,6 +124,7 @@ $pgpubsub$;
 "#;
 
 const SCHEMA_0001_DOWN: &str = r#"DROP FUNCTION IF EXISTS pgpubsub_notification_send(text, boolean, jsonb);
+DROP FUNCTION IF EXISTS pgpubsub_notification_claim(text, text, bigint, bigint);
 DROP TABLE IF EXISTS pgpubsub_notification;
 DROP FUNCTION IF EXISTS pgpubsub_context();
 DROP FUNCTION IF EXISTS pgpubsub_db_version();

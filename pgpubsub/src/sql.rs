@@ -3,19 +3,14 @@
 //! `pgpubsub-diesel` writes (see ARCHITECTURE.md, "The SQL protocol").
 
 /// Claims up to `$3` available notifications of channel `$1` with ids above
-/// `$4` (the worker's cursor), oldest first, skipping rows other workers hold. `$2`, when not NULL, is the snapshot
-/// taken when a listener without recovery started: rows committed before it
-/// (visible in it) are left alone. One channel per
-/// query: equality on the index's leading column keeps the `(channel, id)`
-/// order, so the scan stops after `$3` rows whatever the statistics say.
+/// `$4` (the worker's cursor), oldest first, skipping rows other workers
+/// hold. `$2`, when not NULL, is the snapshot taken when a listener without
+/// recovery started: rows committed before it (visible in it) are left alone.
+/// The query lives in the SQL function (see `pgpubsub-diesel`'s schema) so it
+/// can pin its plan to the ordered index scan.
 pub(crate) const NOTIFICATION_CLAIM: &str = "\
 SELECT id, channel, payload, created_at, db_version, attempts \
-FROM pgpubsub_notification \
-WHERE channel = $1 AND NOT broadcast AND available_at <= now() AND id > $4 \
-  AND ($2::text IS NULL OR NOT pg_visible_in_snapshot(written_xid, $2::text::pg_snapshot)) \
-ORDER BY id \
-LIMIT $3 \
-FOR UPDATE SKIP LOCKED";
+FROM pgpubsub_notification_claim($1, $2, $3, $4)";
 
 /// Removes handled notifications `$1` (in the claiming transaction).
 pub(crate) const NOTIFICATION_COMPLETE: &str =
@@ -35,7 +30,8 @@ pub(crate) const SNAPSHOT_CURRENT: &str = "SELECT pg_current_snapshot()::text AS
 /// True when pgpubsub's own schema is installed.
 pub(crate) const SCHEMA_INSTALLED: &str = "\
 SELECT to_regclass('pgpubsub_notification') IS NOT NULL \
-   AND to_regprocedure('pgpubsub_notification_send(text, boolean, jsonb)') IS NOT NULL AS ok";
+   AND to_regprocedure('pgpubsub_notification_send(text, boolean, jsonb)') IS NOT NULL \
+   AND to_regprocedure('pgpubsub_notification_claim(text, text, bigint, bigint)') IS NOT NULL AS ok";
 
 /// The names of the triggers `$1` that exist.
 pub(crate) const TRIGGERS_PRESENT: &str =

@@ -192,7 +192,8 @@ fn drain(db: &TestDb, args: &Args, table: &str, channel: &str, n: u64) -> f64 {
     n as f64 / elapsed.as_secs_f64()
 }
 
-/// The plain-SQL floor: claim-and-delete 100 at a time, `workers` sessions.
+/// The plain-SQL floor: claim-and-delete 100 at a time, `workers` sessions,
+/// no payload decoding, no handler, no cursor.
 fn raw_drain(db: &TestDb, workers: usize, n: u64) -> f64 {
     let mut conn = db.conn();
     exec(&mut conn, "ALTER TABLE noop_rows DISABLE TRIGGER USER");
@@ -206,6 +207,12 @@ fn raw_drain(db: &TestDb, workers: usize, n: u64) -> f64 {
         for _ in 0..workers {
             scope.spawn(|| {
                 let mut conn = db.conn();
+                // The plan pgpubsub pins too: an ordered index scan that stops
+                // at the batch, whatever the statistics.
+                exec(
+                    &mut conn,
+                    "SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_sort = off",
+                );
                 loop {
                     let claimed = count(&mut conn, "WITH c AS (DELETE FROM pgpubsub_notification WHERE id IN (SELECT id FROM pgpubsub_notification WHERE channel = 'raw' AND NOT broadcast ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING payload) SELECT count(*) AS n FROM c");
                     if claimed == 0 {
