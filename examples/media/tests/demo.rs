@@ -356,3 +356,105 @@ fn listen_on_an_unreachable_database_fails_naming_it() {
     );
     assert!(!out.stderr.contains("secret"), "{out}");
 }
+
+/// The ids in "Perform virus scan on the new media Media { id: N, ..." lines.
+fn scanned_ids(lines: &[String]) -> Vec<i64> {
+    lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("Perform virus scan on the new media Media { id: "))
+        .filter_map(|rest| rest.split(',').next())
+        .map(|id| id.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn two_listen_processes_scan_each_of_10000_rows_exactly_once() {
+    let db = DemoDb::new();
+    let setup = demo(&db);
+    assert!(setup.status.success(), "the demo failed: {setup}");
+
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_media-example"))
+            .args([
+                "listen",
+                "--database-url",
+                &db.url,
+                "--workers",
+                "2",
+                "--batch-size",
+                "10",
+            ])
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        let mut seen = Vec::new();
+        assert!(
+            wait_for_line(&stderr, "listening", &mut seen),
+            "no `listening` log line: {seen:?}"
+        );
+        children.push((child, stdout, stderr));
+    }
+
+    let mut conn = PgConnection::establish(&db.url).unwrap();
+    conn.batch_execute(
+        "INSERT INTO media (name, size) SELECT 'bulk-' || i, i FROM generate_series(1, 10000) i",
+    )
+    .unwrap();
+
+    let mut outputs: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while outputs
+        .iter()
+        .map(|out| scanned_ids(out).len())
+        .sum::<usize>()
+        < 10_000
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not every row was scanned in time"
+        );
+        for ((_, stdout, _), output) in children.iter().zip(outputs.iter_mut()) {
+            output.extend(stdout.try_iter());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (child, stdout, stderr) in &mut children {
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let status = child.wait().unwrap();
+        let errors: Vec<String> = stderr.try_iter().collect();
+        assert!(status.success(), "listen exited with {status}: {errors:?}");
+        let late: Vec<String> = stdout.try_iter().collect();
+        assert!(
+            scanned_ids(&late).is_empty(),
+            "scanned after the count was reached: {late:?}"
+        );
+    }
+
+    let per_process: Vec<Vec<i64>> = outputs.iter().map(|out| scanned_ids(out)).collect();
+    let mut all: Vec<i64> = per_process.concat();
+    all.sort_unstable();
+    let total = all.len();
+    all.dedup();
+    assert_eq!(total, 10_000, "some rows were scanned twice");
+    assert_eq!(all.len(), 10_000);
+    assert!(
+        per_process.iter().all(|ids| !ids.is_empty()),
+        "both processes should have claimed work: {} and {}",
+        per_process[0].len(),
+        per_process[1].len()
+    );
+    let left = conn
+        .batch_execute("DO $$ BEGIN IF EXISTS (SELECT 1 FROM pgpubsub_notification) THEN RAISE EXCEPTION 'notifications left'; END IF; END $$");
+    assert!(left.is_ok(), "{left:?}");
+}
