@@ -122,9 +122,11 @@ pub(crate) fn run(shared: &Shared, index: usize) -> Result<()> {
             last_purge = Some(std::time::Instant::now());
         }
         let seen = shared.wake_state().seq;
-        if let Some(broadcast) = shared.wake_state().broadcasts.pop_front() {
+        // One broadcast, then one claim: neither kind starves the other.
+        let broadcast = shared.wake_state().broadcasts.pop_front();
+        let had_broadcast = broadcast.is_some();
+        if let Some(broadcast) = broadcast {
             handle_broadcast(shared, &mut conn, broadcast)?;
-            continue;
         }
         if claims.seen_seq != Some(seen) {
             // A wake-up may come from a transaction that committed rows
@@ -132,7 +134,7 @@ pub(crate) fn run(shared: &Shared, index: usize) -> Result<()> {
             claims.reset();
             claims.seen_seq = Some(seen);
         }
-        if claims.round(shared, &mut conn)? > 0 {
+        if claims.round(shared, &mut conn)? > 0 || had_broadcast {
             continue;
         }
         wait_for_work(shared, seen);
