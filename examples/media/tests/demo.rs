@@ -224,14 +224,20 @@ fn wait_for_line(
     false
 }
 
-#[test]
-fn listen_serves_new_rows_and_exits_zero_on_sigterm() {
-    let db = DemoDb::new();
-    let setup = demo(&db);
-    assert!(setup.status.success(), "the demo failed: {setup}");
+/// A running `media-example listen` on `db`, with its output as lines.
+struct Listening {
+    child: std::process::Child,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+    /// The stderr lines read while waiting for `listening`.
+    log: Vec<String>,
+}
 
+/// Starts `listen` with `extra` arguments and waits for its `listening` log line.
+fn start_listen(db: &DemoDb, extra: &[&str]) -> Listening {
     let mut child = Command::new(env!("CARGO_BIN_EXE_media-example"))
-        .args(["listen", "--database-url", &db.url, "--workers", "2"])
+        .args(["listen", "--database-url", &db.url])
+        .args(extra)
         .env_remove("DATABASE_URL")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -241,12 +247,32 @@ fn listen_serves_new_rows_and_exits_zero_on_sigterm() {
         .unwrap();
     let stdout = lines(child.stdout.take().unwrap());
     let stderr = lines(child.stderr.take().unwrap());
-    let mut err_lines = Vec::new();
-    let mut out_lines = Vec::new();
+    let mut log = Vec::new();
     assert!(
-        wait_for_line(&stderr, "listening", &mut err_lines),
-        "no `listening` log line: {err_lines:?}"
+        wait_for_line(&stderr, "listening", &mut log),
+        "no `listening` log line: {log:?}"
     );
+    Listening {
+        child,
+        stdout,
+        stderr,
+        log,
+    }
+}
+
+#[test]
+fn listen_serves_new_rows_and_exits_zero_on_sigterm() {
+    let db = DemoDb::new();
+    let setup = demo(&db);
+    assert!(setup.status.success(), "the demo failed: {setup}");
+
+    let Listening {
+        mut child,
+        stdout,
+        stderr,
+        log: mut err_lines,
+    } = start_listen(&db, &["--workers", "2"]);
+    let mut out_lines = Vec::new();
 
     let mut conn = PgConnection::establish(&db.url).unwrap();
     conn.batch_execute("INSERT INTO media (name, size) VALUES ('sigterm.mov', 7)")
@@ -375,30 +401,12 @@ fn two_listen_processes_scan_each_of_10000_rows_exactly_once() {
 
     let mut children = Vec::new();
     for _ in 0..2 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_media-example"))
-            .args([
-                "listen",
-                "--database-url",
-                &db.url,
-                "--workers",
-                "2",
-                "--batch-size",
-                "10",
-            ])
-            .env_remove("DATABASE_URL")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
-        let mut seen = Vec::new();
-        assert!(
-            wait_for_line(&stderr, "listening", &mut seen),
-            "no `listening` log line: {seen:?}"
-        );
+        let Listening {
+            child,
+            stdout,
+            stderr,
+            ..
+        } = start_listen(&db, &["--workers", "2", "--batch-size", "10"]);
         children.push((child, stdout, stderr));
     }
 
