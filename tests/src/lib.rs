@@ -151,6 +151,24 @@ pub fn count(conn: &mut PgConnection, sql: &str) -> i64 {
         .n
 }
 
+#[derive(diesel::QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+/// Runs `sql`, a query returning one `text` column named `name`, and returns
+/// its rows.
+pub fn names(conn: &mut PgConnection, sql: &str) -> Vec<String> {
+    use diesel::RunQueryDsl;
+    diesel::sql_query(sql)
+        .load::<Name>(conn)
+        .unwrap_or_else(|err| panic!("`{sql}` failed: {err}"))
+        .into_iter()
+        .map(|row| row.name)
+        .collect()
+}
+
 /// Spawns `listener` and waits until its `LISTEN` session is up.
 pub fn spawn_listening(listener: pgpubsub::Listener) -> pgpubsub::ListenerHandle {
     let handle = listener.spawn().unwrap();

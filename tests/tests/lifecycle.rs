@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use pgpubsub_tests::{count, wait_until, TestDb, WAIT};
+use pgpubsub_tests::{count, names, wait_until, TestDb, WAIT};
 use serde::{Deserialize, Serialize};
 
 diesel::table! {
@@ -78,19 +78,8 @@ fn record(conn: &mut PgConnection, name: &str) -> QueryResult<()> {
         .map(drop)
 }
 
-#[derive(QueryableByName)]
-struct Name {
-    #[diesel(sql_type = Text)]
-    name: String,
-}
-
 fn handled(conn: &mut PgConnection) -> Vec<String> {
-    diesel::sql_query("SELECT name FROM effects ORDER BY name")
-        .load::<Name>(conn)
-        .unwrap()
-        .into_iter()
-        .map(|row| row.name)
-        .collect()
+    names(conn, "SELECT name FROM effects ORDER BY name")
 }
 
 fn insert(conn: &mut PgConnection, name: &str) {

@@ -3,7 +3,7 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{Int4, Text};
-use pgpubsub_tests::{count, spawn_listening, wait_until, TestDb, WAIT};
+use pgpubsub_tests::{count, names, spawn_listening, wait_until, TestDb, WAIT};
 use serde::Deserialize;
 
 diesel::table! {
@@ -63,19 +63,8 @@ fn report_inserted(new: Report, conn: &mut PgConnection) -> QueryResult<()> {
     record(conn, &format!("report {}", new.name))
 }
 
-#[derive(QueryableByName)]
-struct Name {
-    #[diesel(sql_type = Text)]
-    name: String,
-}
-
 fn handled(conn: &mut PgConnection) -> Vec<String> {
-    diesel::sql_query("SELECT name FROM effects ORDER BY name")
-        .load::<Name>(conn)
-        .unwrap()
-        .into_iter()
-        .map(|row| row.name)
-        .collect()
+    names(conn, "SELECT name FROM effects ORDER BY name")
 }
 
 #[derive(QueryableByName, Debug, PartialEq)]
