@@ -56,9 +56,17 @@ pub fn generate(
     version: Option<&str>,
 ) -> Result<Outcome> {
     let desired = State::desired(registry)?;
-    let recorded = migration::recorded(dir)?
-        .map(|recorded| recorded.state)
-        .unwrap_or_default();
+    let recorded = migration::recorded(dir)?;
+    if let Some(recorded) = &recorded {
+        let changed = recorded.state.changed_steps(&desired);
+        if !changed.is_empty() {
+            return Err(crate::Error::ChangedStep {
+                steps: changed,
+                path: recorded.dir.clone(),
+            });
+        }
+    }
+    let recorded = recorded.map(|recorded| recorded.state).unwrap_or_default();
     let diff = recorded.diff(&desired);
     if diff.is_empty() {
         return Ok(Outcome::UpToDate);

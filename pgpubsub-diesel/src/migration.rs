@@ -68,6 +68,21 @@ impl State {
         self.objects.iter().find(|object| object.key == key)
     }
 
+    /// The schema steps recorded in `self` whose text differs from `desired`'s:
+    /// released steps are frozen, so such a difference is never migrated.
+    pub fn changed_steps(&self, desired: &State) -> Vec<String> {
+        self.objects
+            .iter()
+            .filter(|object| object.is_schema())
+            .filter(|object| {
+                desired
+                    .get(&object.key)
+                    .is_some_and(|wanted| wanted.up != object.up || wanted.down != object.down)
+            })
+            .map(|object| object.key.clone())
+            .collect()
+    }
+
     /// SQL creating every object from nothing.
     pub fn create_all_sql(&self) -> String {
         State::default().diff(self).up
@@ -115,7 +130,8 @@ impl State {
                     diff.up.push('\n');
                     down_parts.push(object.down.clone());
                 }
-                // Schema steps are append-only: a released step never changes.
+                // Schema steps are append-only: a released step never
+                // changes (`changed_steps` refuses one that did).
                 Some(old) if old != object && !object.is_schema() => {
                     diff.summary.push(format!("~ {}", object.key));
                     diff.up.push_str(&old.down);

@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use pgpubsub::{quote_ident, ChannelEntry, Ops};
+use pgpubsub::__private::contract::{comment_text, names, quote_ident, quote_literal, Payload};
+use pgpubsub::{ChannelEntry, ColumnKind, Ops};
 
 use crate::error::{Error, Result};
 
@@ -15,12 +16,6 @@ pub struct TriggerSql {
     pub drop: String,
     /// The operations the trigger fires on.
     pub ops: Ops,
-}
-
-/// A SQL string literal (`'it''s'`); the value is generated, never user data
-/// at run time, and DDL takes no bind parameters.
-pub(crate) fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Renders the trigger of `entry`, or `None` when no handler listens to it.
@@ -36,7 +31,11 @@ pub fn render(entry: &ChannelEntry) -> Result<Option<TriggerSql>> {
         channel: entry.def.name.to_owned(),
         message: err.to_string(),
     })?;
-    let name = format!("pgpubsub_{}", entry.def.name);
+    let columns = (source.columns)().map_err(|err| Error::Model {
+        channel: entry.def.name.to_owned(),
+        message: err.to_string(),
+    })?;
+    let name = names::channel_object(entry.def.name);
     let function = quote_ident(&name);
     let trigger = quote_ident(&name);
 
@@ -89,27 +88,66 @@ pub fn render(entry: &ChannelEntry) -> Result<Option<TriggerSql>> {
         );
     }
     let when_field = if conditions.is_empty() {
-        ""
+        String::new()
     } else {
-        ",\n        'when', matched"
+        format!(",\n        {}, matched", quote_literal(Payload::WHEN))
+    };
+    // `to_jsonb` normalizes `json` text and turns a JSON `null` into the
+    // `null` of SQL NULL: these columns' exact text goes alongside.
+    let exact: Vec<&str> = columns
+        .iter()
+        .filter(|column| column.kind != ColumnKind::Other)
+        .map(|column| column.name.as_str())
+        .collect();
+    let exact_fields = if exact.is_empty() {
+        String::new()
+    } else {
+        let object = |row: &str| {
+            exact
+                .iter()
+                .map(|column| {
+                    format!(
+                        "{}, {row}.{}::text",
+                        quote_literal(column),
+                        quote_ident(column)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            ",\n        {old_exact}, CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE jsonb_build_object({old}) END,\n        \
+             {new_exact}, CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE jsonb_build_object({new}) END",
+            old_exact = quote_literal(Payload::OLD_EXACT),
+            new_exact = quote_literal(Payload::NEW_EXACT),
+            old = object("OLD"),
+            new = object("NEW"),
+        )
     };
     let _ = write!(
         body,
-        "    PERFORM pgpubsub_notification_send({channel}, {lock}, jsonb_build_object(\n        'app', {app},\n        'model', {model},\n        'op', TG_OP,\n        'old', to_jsonb(OLD),\n        'new', to_jsonb(NEW){when_field}));\n    RETURN NULL;\n",
+        "    PERFORM {send}({channel}, {lock}, jsonb_build_object(\n        {app_key}, {app},\n        {model_key}, {model},\n        {op_key}, TG_OP,\n        {old_key}, to_jsonb(OLD),\n        {new_key}, to_jsonb(NEW){exact_fields}{when_field}));\n    RETURN NULL;\n",
+        send = names::NOTIFICATION_SEND_FN,
         channel = quote_literal(entry.def.name),
         lock = entry.def.lock_notifications,
+        app_key = quote_literal(Payload::APP),
         app = quote_literal(entry.def.app),
+        model_key = quote_literal(Payload::MODEL),
         model = quote_literal(source.model),
+        op_key = quote_literal(Payload::OP),
+        old_key = quote_literal(Payload::OLD),
+        new_key = quote_literal(Payload::NEW),
     );
     let create = format!(
-        "-- Channel `{channel}` ({type_path}): {events} on {table}.\n\
+        "-- Channel `{channel}` ({type_path}): {events} on {table_comment}.\n\
          CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n\
          LANGUAGE plpgsql AS $pgpubsub$\n\
          {declare}BEGIN\n{body}END;\n$pgpubsub$;\n\
          DROP TRIGGER IF EXISTS {trigger} ON {table};\n\
          CREATE TRIGGER {trigger} AFTER {events} ON {table}\n    FOR EACH ROW EXECUTE FUNCTION {function}();\n",
-        channel = entry.def.name,
-        type_path = entry.def.type_path,
+        channel = comment_text(entry.def.name),
+        type_path = comment_text(entry.def.type_path),
+        table_comment = comment_text(&table),
         events = ops.sql_names().join(" OR "),
     );
     let drop = format!(

@@ -5,12 +5,12 @@
 //! entry.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, ToTokens};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::{Ident, Item, LitStr, Type};
 
 use crate::internals::args::{parse_eq, parse_flag, parse_keys, parse_str, Attr};
-use crate::internals::symbol::{one_of, Symbol, LOCK_NOTIFICATIONS, MODEL, NAME};
+use crate::internals::symbol::{one_of, Symbol, LOCK_NOTIFICATIONS, MODEL, NAME, UPGRADE};
 use crate::internals::{item_head, item_with_errors, type_name, Ctxt};
 
 /// Longest channel name: `pgpubsub_<name>` must fit PostgreSQL's 63-byte identifiers.
@@ -33,7 +33,7 @@ impl Flavor {
 
     fn keys(self) -> &'static [Symbol] {
         match self {
-            Flavor::Trigger => &[MODEL, LOCK_NOTIFICATIONS, NAME],
+            Flavor::Trigger => &[MODEL, LOCK_NOTIFICATIONS, NAME, UPGRADE],
             Flavor::Message => &[LOCK_NOTIFICATIONS, NAME],
         }
     }
@@ -51,6 +51,7 @@ struct ChannelArgs {
     model: Option<Type>,
     lock_notifications: bool,
     name: Option<LitStr>,
+    upgrade: Option<LitStr>,
 }
 
 impl ChannelArgs {
@@ -58,6 +59,7 @@ impl ChannelArgs {
         let mut model = Attr::none(cx, MODEL);
         let mut lock = Attr::none(cx, LOCK_NOTIFICATIONS);
         let mut name = Attr::none(cx, NAME);
+        let mut upgrade = Attr::none(cx, UPGRADE);
         let mut model_given = false;
         parse_keys(cx, args, |key, input| {
             if flavor == Flavor::Trigger && key == MODEL {
@@ -70,6 +72,21 @@ impl ChannelArgs {
                 lock.set(key, parse_flag(key, input)?);
             } else if key == NAME {
                 name.set(key, parse_str(key, input, "\"media\"")?);
+            } else if flavor == Flavor::Trigger && key == UPGRADE {
+                let lit = parse_str(
+                    key,
+                    input,
+                    "\"row_json - 'title' || jsonb_build_object('name', row_json -> 'title')\"",
+                )?;
+                if lit.value().trim().is_empty() {
+                    cx.error_spanned_by(
+                        &lit,
+                        "the `upgrade` expression is empty; help: write a SQL expression of \
+                         `row_json` (jsonb) and `db_version` (text) that returns the row as jsonb, \
+                         or remove `upgrade`",
+                    );
+                }
+                upgrade.set(key, lit);
             } else {
                 let mut message = format!(
                     "unknown option `{}`, expected one of {}",
@@ -101,6 +118,7 @@ impl ChannelArgs {
             model,
             lock_notifications: lock.get().unwrap_or(false),
             name: name.get(),
+            upgrade: upgrade.get(),
         }
     }
 }
@@ -307,15 +325,30 @@ fn expand(flavor: Flavor, args: TokenStream, input: TokenStream) -> syn::Result<
         // Unreachable: both are `None` only after an error was recorded.
         return Ok(item.into_token_stream());
     };
-    let generated = generate(flavor, &args, &target, &name);
+    let name_span = args
+        .name
+        .as_ref()
+        .map_or_else(|| target.ident.span(), LitStr::span);
+    let generated = generate(flavor, &args, &target, &name, name_span);
     Ok(quote! {
         #item
         #generated
     })
 }
 
-fn generate(flavor: Flavor, args: &ChannelArgs, target: &Target, name: &str) -> TokenStream {
+fn generate(
+    flavor: Flavor,
+    args: &ChannelArgs,
+    target: &Target,
+    name: &str,
+    name_span: Span,
+) -> TokenStream {
     let ident = target.ident;
+    // pgpubsub's contract owns its object names; a colliding channel name
+    // fails this constant, at the name.
+    let name_check = quote_spanned! {name_span=>
+        const _: () = ::pgpubsub::__private::assert_channel_name_free(#name);
+    };
     let type_name_str = ident.unraw().to_string();
     let lock = args.lock_notifications;
     let (trait_impl, source) = match (flavor, &args.model) {
@@ -329,10 +362,16 @@ fn generate(flavor: Flavor, args: &ChannelArgs, target: &Target, name: &str) -> 
                         type Model = #model;
                     }
                 },
-                quote! {
-                    ::pgpubsub::__private::ChannelSource::Trigger(
-                        __pgpubsub_source::<#ident>(#model_name)
-                    )
+                {
+                    let upgrade = match &args.upgrade {
+                        Some(lit) => quote!(::core::option::Option::Some(#lit)),
+                        None => quote!(::core::option::Option::None),
+                    };
+                    quote! {
+                        ::pgpubsub::__private::ChannelSource::Trigger(
+                            __pgpubsub_source::<#ident>(#model_name, #upgrade)
+                        )
+                    }
                 },
             )
         }
@@ -352,13 +391,16 @@ fn generate(flavor: Flavor, args: &ChannelArgs, target: &Target, name: &str) -> 
         quote! {
             const fn __pgpubsub_source<C: ::pgpubsub::TriggerChannel>(
                 model: &'static str,
+                upgrade: ::core::option::Option<&'static str>,
             ) -> ::pgpubsub::__private::TriggerSource {
-                ::pgpubsub::__private::trigger_source::<<C as ::pgpubsub::TriggerChannel>::Model>(model)
+                ::pgpubsub::__private::trigger_source::<<C as ::pgpubsub::TriggerChannel>::Model>(model, upgrade)
             }
         }
     });
     quote! {
         const _: () = {
+            #name_check
+
             #trait_impl
 
             #source_fn

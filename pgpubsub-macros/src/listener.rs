@@ -661,6 +661,14 @@ fn generate(
         None => quote!(::core::option::Option::None),
     };
     let uses_conn = handler.params.iter().any(|param| param.role == Role::Conn);
+    let takes_old = handler
+        .params
+        .iter()
+        .any(|param| matches!(param.role, Role::Old { .. }));
+    let takes_new = handler
+        .params
+        .iter()
+        .any(|param| matches!(param.role, Role::New { .. }));
     let channel_name = quote_spanned!(channel_span=> <#channel as #channel_trait>::NAME);
     quote! {
         const _: () = {
@@ -690,6 +698,8 @@ fn generate(
                 ops: ::pgpubsub::__private::Ops(#ops),
                 when: #when,
                 uses_conn: #uses_conn,
+                takes_old: #takes_old,
+                takes_new: #takes_new,
                 call: __pgpubsub_call,
             };
         };

@@ -1,16 +1,17 @@
 //! Channel traits, implemented by the `#[channel]` and `#[trigger_channel]` attributes.
 
-use std::any::TypeId;
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-
 use diesel::associations::HasTable;
-use diesel::pg::{Pg, PgQueryBuilder};
+use diesel::dsl::AsSelect;
+use diesel::expression::QueryMetadata;
+use diesel::pg::{Pg, PgMetadataLookup, PgQueryBuilder, PgTypeMetadata};
 use diesel::query_builder::{QueryBuilder, QueryFragment};
-use diesel::Selectable;
+use diesel::query_dsl::LoadQuery;
+use diesel::sql_types::{BigInt, Integer};
+use diesel::{PgConnection, QueryResult, RunQueryDsl, Selectable};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::decode::{DecodedRow, RowsQuery, Side, TypedRows};
 use crate::error::{Error, Result};
 
 /// An application message type, declared with `#[pgpubsub::channel]`.
@@ -43,40 +44,116 @@ pub trait TriggerChannel: 'static {
 }
 
 /// A Diesel model a trigger channel can carry: it has a table (`Identifiable`
-/// or another derive implementing `HasTable`), a `Selectable` column list and
-/// a serde `Deserialize` implementation.
+/// or another derive implementing `HasTable`), and `Queryable` plus
+/// `Selectable` load it, exactly as a query on the table would.
 ///
-/// Rows are decoded by position: the trigger's `to_jsonb(NEW)` object is read
-/// in the order of the model's `Selectable` columns, so `#[diesel(column_name
-/// = ...)]` renames and custom primary keys need no serde attributes.
+/// The trigger's `to_jsonb(OLD)`/`to_jsonb(NEW)` objects are rebuilt into
+/// the table's row type by PostgreSQL (`jsonb_populate_record`, each column's
+/// own input function) and loaded with Diesel's `FromSql` in binary, so the
+/// handler gets the row Diesel would load: no serde, no `Deserialize`.
+/// `#[diesel(column_name = ...)]` renames and custom primary keys work as in
+/// any Diesel query.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the model of a trigger channel",
     label = "not a Diesel model with a table",
-    note = "derive `Identifiable` (it names the table), `Selectable` and `serde::Deserialize` for it"
+    note = "derive `Queryable`, `Selectable` and `Identifiable` (it names the table) for it, with `#[diesel(table_name = ...)]`"
 )]
-pub trait Model: DeserializeOwned + 'static {
+pub trait Model: Sized + 'static {
     /// The model's table as Diesel renders it (quoted, schema-qualified when declared so).
     fn table_sql() -> Result<String>;
-    /// The SQL column names of the model's `Selectable` expression, in field order.
-    fn columns() -> Result<Vec<String>>;
+    /// The SQL columns of the model's `Selectable` expression, in field order.
+    fn columns() -> Result<Vec<ModelColumn>>;
+    /// Runs a decode query and loads its rows into the model.
+    #[doc(hidden)]
+    fn decode_rows(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<DecodedRow>>;
 }
+
+/// One column of a model's `Selectable` expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelColumn {
+    /// The SQL column name.
+    pub name: String,
+    /// What the decoder must know about its type.
+    pub kind: ColumnKind,
+}
+
+/// The column types the decoder treats apart: `to_jsonb` normalizes `json`
+/// text and turns a JSON `null` into the same `null` as SQL `NULL`, so the
+/// trigger also records these columns' exact text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// `json`.
+    Json,
+    /// `jsonb`.
+    Jsonb,
+    /// Every other type.
+    Other,
+}
+
+/// A type lookup for built-in types only: the decoder only asks which
+/// columns are `json`/`jsonb`, whose OIDs are static.
+struct BuiltinTypes;
+
+impl PgMetadataLookup for BuiltinTypes {
+    fn lookup_type(&mut self, _type_name: &str, _schema: Option<&str>) -> PgTypeMetadata {
+        PgTypeMetadata::new(0, 0)
+    }
+}
+
+const JSON_OID: u32 = 114;
+const JSONB_OID: u32 = 3802;
 
 impl<T> Model for T
 where
-    T: HasTable + Selectable<Pg> + DeserializeOwned + 'static,
+    T: HasTable + Selectable<Pg> + 'static,
     <T as HasTable>::Table: QueryFragment<Pg>,
     <T as Selectable<Pg>>::SelectExpression: QueryFragment<Pg>,
+    Pg: QueryMetadata<AsSelect<T, Pg>>,
+    for<'a> TypedRows<'a, (BigInt, Integer, AsSelect<T, Pg>)>:
+        LoadQuery<'a, PgConnection, (i64, i32, T)>,
 {
     fn table_sql() -> Result<String> {
         render::<T, _>(&T::table())
     }
 
-    fn columns() -> Result<Vec<String>> {
+    fn columns() -> Result<Vec<ModelColumn>> {
         let sql = render::<T, _>(&T::construct_selection())?;
-        parse_column_list(&sql).ok_or_else(|| Error::Model {
+        let names = parse_column_list(&sql).ok_or_else(|| Error::Model {
             model: std::any::type_name::<T>().to_owned(),
             message: format!("its `Selectable` expression `{sql}` is not a plain list of columns"),
-        })
+        })?;
+        let mut types = Vec::new();
+        <Pg as QueryMetadata<AsSelect<T, Pg>>>::row_metadata(&mut BuiltinTypes, &mut types);
+        Ok(names
+            .into_iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let oid = types
+                    .get(index)
+                    .and_then(Option::as_ref)
+                    .and_then(|metadata| metadata.oid().ok());
+                let kind = match oid {
+                    Some(JSON_OID) => ColumnKind::Json,
+                    Some(JSONB_OID) => ColumnKind::Jsonb,
+                    _ => ColumnKind::Other,
+                };
+                ModelColumn { name, kind }
+            })
+            .collect())
+    }
+
+    fn decode_rows(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<DecodedRow>> {
+        let rows: Vec<(i64, i32, T)> = query
+            .typed::<(BigInt, Integer, AsSelect<T, Pg>)>()
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, side, row)| DecodedRow {
+                key,
+                side: if side == 0 { Side::Old } else { Side::New },
+                row: Box::new(row),
+            })
+            .collect())
     }
 }
 
@@ -130,24 +207,6 @@ fn parse_column_list(sql: &str) -> Option<Vec<String>> {
             Some(_) => return None,
         }
     }
-}
-
-/// Column lists per model type, computed once.
-pub(crate) fn cached_columns<M: Model>() -> Result<Arc<[String]>> {
-    static CACHE: RwLock<Option<HashMap<TypeId, Arc<[String]>>>> = RwLock::new(None);
-    let key = TypeId::of::<M>();
-    if let Ok(guard) = CACHE.read() {
-        if let Some(columns) = guard.as_ref().and_then(|map| map.get(&key)) {
-            return Ok(columns.clone());
-        }
-    }
-    let columns: Arc<[String]> = M::columns()?.into();
-    if let Ok(mut guard) = CACHE.write() {
-        guard
-            .get_or_insert_with(HashMap::new)
-            .insert(key, columns.clone());
-    }
-    Ok(columns)
 }
 
 #[cfg(test)]

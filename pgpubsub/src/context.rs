@@ -7,7 +7,7 @@ use diesel::sql_types::{Bool, Nullable, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::Value;
 
-use crate::sql;
+use crate::contract::queries as sql;
 
 /// What a handler learns about the notification it runs for.
 #[derive(Debug, Clone)]

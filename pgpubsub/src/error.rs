@@ -66,6 +66,12 @@ pub enum Error {
     /// pgpubsub's tables are not in the database.
     #[error("pgpubsub's tables are missing in this database: write the migrations with `cargo run --bin pgpubsub-gen` and apply them (`diesel migration run` or `embed_migrations!`)")]
     SchemaMissing,
+    /// pgpubsub's schema in the database lacks a step this version needs.
+    #[error("pgpubsub's schema in this database is older than this pgpubsub version (it lacks {step}): write the migration with `cargo run --bin pgpubsub-gen` and apply it")]
+    SchemaOutdated {
+        /// The first missing step (`schema/0002`).
+        step: String,
+    },
     /// A listener configuration value is invalid.
     #[error("invalid listener configuration: {0}")]
     Config(String),

@@ -1,87 +1,189 @@
-//! A notification's payload, decoded for handlers.
+//! A notification's payload, as handlers receive it: the operation, the
+//! rows decoded for them (see [`crate::decode`]) and the message text.
 
+use std::any::Any;
 use std::fmt;
 
 use diesel::PgConnection;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::Value;
 
-use crate::channel::{cached_columns, Model};
 use crate::context::Context;
+use crate::decode::Side;
 use crate::registry::Ops;
 
-/// The payload of one notification, as the trigger or `notify` wrote it:
-/// `{app, model, op, old, new, context, when}` for row changes,
-/// `{app, message, context}` for messages.
-#[derive(Debug, Clone, Deserialize)]
+/// The fields of a payload the worker reads, as text: the claim query
+/// extracts them from stored payloads, and broadcasts are read through
+/// [`crate::contract::Payload`].
+#[derive(Debug, Default)]
+pub(crate) struct RawEvent {
+    pub(crate) op: Option<String>,
+    pub(crate) matched: Option<Vec<String>>,
+    pub(crate) when_malformed: bool,
+    pub(crate) has_old: bool,
+    pub(crate) has_new: bool,
+    pub(crate) message: Option<String>,
+}
+
+/// One notification's event, with its decoded rows.
 pub struct Event {
-    /// The crate that declared the channel.
-    #[serde(default)]
-    pub app: Option<String>,
-    /// The model's Rust type name for row changes.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// The trigger's `TG_OP`: `INSERT`, `UPDATE` or `DELETE`.
-    #[serde(default)]
-    pub op: Option<String>,
-    /// `to_jsonb(OLD)`.
-    #[serde(default)]
-    pub old: Value,
-    /// `to_jsonb(NEW)`.
-    #[serde(default)]
-    pub new: Value,
-    /// The message for application channels.
-    #[serde(default)]
-    pub message: Value,
-    /// The notification context.
-    #[serde(default)]
-    pub context: Value,
-    /// The `when` conditions of custom listeners that matched.
-    #[serde(default)]
-    pub when: Vec<String>,
+    op: Option<Ops>,
+    when: Vec<String>,
+    message: Option<String>,
+    has_old: bool,
+    has_new: bool,
+    old: Vec<Box<dyn Any>>,
+    new: Vec<Box<dyn Any>>,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("op", &self.op_name())
+            .field("when", &self.when)
+            .field("message", &self.message)
+            .field("has_old", &self.has_old)
+            .field("has_new", &self.has_new)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Event {
-    /// Parses a payload.
-    pub fn from_payload(payload: &Value) -> Result<Event, HandlerError> {
-        Event::deserialize(payload).map_err(|err| {
-            HandlerError::decode(format!("payload is not a pgpubsub notification: {err}"))
-        })
+    /// Checks a payload's fields for a channel of this kind: a row change
+    /// needs a known `op` and the rows that op has, a message needs its
+    /// `message`. A malformed payload is an error, never an event that runs
+    /// no handler.
+    pub(crate) fn validate(raw: RawEvent, trigger: bool) -> Result<Event, HandlerError> {
+        let mut event = Event {
+            op: None,
+            when: raw.matched.unwrap_or_default(),
+            message: None,
+            has_old: raw.has_old,
+            has_new: raw.has_new,
+            old: Vec::new(),
+            new: Vec::new(),
+        };
+        if !trigger {
+            event.message =
+                Some(raw.message.ok_or_else(|| {
+                    HandlerError::decode("malformed payload: it has no `message`")
+                })?);
+            return Ok(event);
+        }
+        let op_text = raw
+            .op
+            .ok_or_else(|| HandlerError::decode("malformed payload: it has no `op`"))?;
+        let op = Ops::from_sql_name(&op_text).ok_or_else(|| {
+            HandlerError::decode(format!(
+                "malformed payload: unknown `op` {op_text:?}, expected INSERT, UPDATE or DELETE"
+            ))
+        })?;
+        if raw.when_malformed {
+            return Err(HandlerError::decode(
+                "malformed payload: `when` is not a list of conditions",
+            ));
+        }
+        let (needs_old, needs_new) = match op {
+            Ops::INSERT => (false, true),
+            Ops::UPDATE => (true, true),
+            _ => (true, false),
+        };
+        for (needed, present, side) in [
+            (needs_old, raw.has_old, Side::Old),
+            (needs_new, raw.has_new, Side::New),
+        ] {
+            if needed && !present {
+                return Err(HandlerError::decode(format!(
+                    "malformed payload: the {op_text} has no `{}` row (an object)",
+                    side.name()
+                )));
+            }
+        }
+        event.op = Some(op);
+        Ok(event)
     }
 
     /// The row operation, `None` for messages.
     pub fn ops(&self) -> Option<Ops> {
-        self.op.as_deref().and_then(Ops::from_sql_name)
+        self.op
+    }
+
+    /// The `when` conditions of custom listeners that held.
+    pub fn matched(&self) -> &[String] {
+        &self.when
+    }
+
+    /// True when the payload carries this row.
+    pub(crate) fn has(&self, side: Side) -> bool {
+        match side {
+            Side::Old => self.has_old,
+            Side::New => self.has_new,
+        }
+    }
+
+    /// Hands the event one decoded row for a handler.
+    pub(crate) fn push_row(&mut self, side: Side, row: Box<dyn Any>) {
+        match side {
+            Side::Old => self.old.push(row),
+            Side::New => self.new.push(row),
+        }
     }
 
     /// The old row; an error when it is missing.
-    pub fn old_row<M: Model>(&self) -> Result<M, HandlerError> {
+    pub fn old_row<M: 'static>(&mut self) -> Result<M, HandlerError> {
         self.old_row_opt()?.ok_or_else(|| {
             HandlerError::decode(format!("the {} event has no old row", self.op_name()))
         })
     }
 
     /// The old row, `None` for an insert.
-    pub fn old_row_opt<M: Model>(&self) -> Result<Option<M>, HandlerError> {
-        decode_row(&self.old, "old")
+    pub fn old_row_opt<M: 'static>(&mut self) -> Result<Option<M>, HandlerError> {
+        self.take(Side::Old)
     }
 
     /// The new row; an error when it is missing.
-    pub fn new_row<M: Model>(&self) -> Result<M, HandlerError> {
+    pub fn new_row<M: 'static>(&mut self) -> Result<M, HandlerError> {
         self.new_row_opt()?.ok_or_else(|| {
             HandlerError::decode(format!("the {} event has no new row", self.op_name()))
         })
     }
 
     /// The new row, `None` for a delete.
-    pub fn new_row_opt<M: Model>(&self) -> Result<Option<M>, HandlerError> {
-        decode_row(&self.new, "new")
+    pub fn new_row_opt<M: 'static>(&mut self) -> Result<Option<M>, HandlerError> {
+        self.take(Side::New)
     }
 
-    /// The application message.
+    fn take<M: 'static>(&mut self, side: Side) -> Result<Option<M>, HandlerError> {
+        if !self.has(side) {
+            return Ok(None);
+        }
+        let rows = match side {
+            Side::Old => &mut self.old,
+            Side::New => &mut self.new,
+        };
+        let row = rows.pop().ok_or_else(|| {
+            HandlerError::decode(format!(
+                "no decoded `{}` row is left for this handler",
+                side.name()
+            ))
+        })?;
+        row.downcast::<M>().map(|row| Some(*row)).map_err(|_| {
+            HandlerError::decode(format!(
+                "the decoded `{}` row is not a `{}`",
+                side.name(),
+                std::any::type_name::<M>()
+            ))
+        })
+    }
+
+    /// The application message, deserialized from its JSON text (numbers
+    /// arrive exactly as written: no `f64` on the way).
     pub fn message<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
-        serde_path_to_error::deserialize(&self.message).map_err(|err| {
+        let text = self
+            .message
+            .as_deref()
+            .ok_or_else(|| HandlerError::decode("the notification carries no message"))?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
             let path = err.path().to_string();
             HandlerError::decode(format!(
                 "message does not decode into `{}`: {}{}",
@@ -96,57 +198,14 @@ impl Event {
         })
     }
 
-    fn op_name(&self) -> &str {
-        self.op.as_deref().unwrap_or("message")
-    }
-}
-
-fn decode_row<M: Model>(value: &Value, which: &str) -> Result<Option<M>, HandlerError> {
-    let object = match value {
-        Value::Null => return Ok(None),
-        Value::Object(object) => object,
-        other => {
-            return Err(HandlerError::decode(format!(
-                "`{which}` row is not a JSON object: {other}"
-            )))
+    fn op_name(&self) -> &'static str {
+        match self.op {
+            Some(Ops::INSERT) => "INSERT",
+            Some(Ops::UPDATE) => "UPDATE",
+            Some(Ops::DELETE) => "DELETE",
+            _ => "message",
         }
-    };
-    let columns = cached_columns::<M>().map_err(|err| HandlerError::decode(err.to_string()))?;
-    let mut values = Vec::with_capacity(columns.len());
-    for column in columns.iter() {
-        let value = object.get(column).ok_or_else(|| {
-            HandlerError::decode(format!(
-                "`{which}` row has no column `{column}` for `{}` (columns in the payload: {})",
-                std::any::type_name::<M>(),
-                object
-                    .keys()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-        values.push(value.clone());
     }
-    let array = Value::Array(values);
-    serde_path_to_error::deserialize(&array)
-        .map(Some)
-        .map_err(|err| {
-            let column = err
-                .path()
-                .iter()
-                .next()
-                .and_then(|segment| match segment {
-                    serde_path_to_error::Segment::Seq { index } => columns.get(*index),
-                    _ => None,
-                })
-                .map(|column| format!(" at column `{column}`"))
-                .unwrap_or_default();
-            HandlerError::decode(format!(
-                "`{which}` row does not decode into `{}`{column}: {}",
-                std::any::type_name::<M>(),
-                err.into_inner()
-            ))
-        })
 }
 
 /// Why a handler did not complete.
@@ -170,6 +229,13 @@ pub struct HandlerError {
 }
 
 impl HandlerError {
+    /// True when retrying cannot help: the payload does not decode (or is
+    /// malformed) with this code. The notification stays stored with its
+    /// error instead of being retried.
+    pub fn is_permanent(&self) -> bool {
+        self.kind == HandlerErrorKind::Decode
+    }
+
     /// A payload decoding failure.
     pub fn decode(message: impl Into<String>) -> Self {
         HandlerError {
@@ -237,13 +303,13 @@ pub struct Invocation<'a> {
     pub conn: &'a mut PgConnection,
     /// The notification's context and metadata.
     pub context: &'a Context,
-    /// The decoded payload.
-    pub event: &'a Event,
+    /// The event; each handler takes its own decoded rows from it.
+    pub event: &'a mut Event,
 }
 
 impl<'a> Invocation<'a> {
     /// Bundles the parts of one handler call.
-    pub fn new(conn: &'a mut PgConnection, context: &'a Context, event: &'a Event) -> Self {
+    pub fn new(conn: &'a mut PgConnection, context: &'a Context, event: &'a mut Event) -> Self {
         Invocation {
             conn,
             context,

@@ -34,7 +34,7 @@ impl From<diesel::result::Error> for AttemptError {
 pub(crate) fn execute(
     conn: &mut PgConnection,
     entry: &ChannelEntry,
-    event: &Event,
+    event: &mut Event,
     context: &Context,
 ) -> Result<usize, AttemptError> {
     if !entry.uses_conn() {
@@ -68,18 +68,18 @@ fn conn_is_broken(err: &diesel::result::Error) -> bool {
 fn run_handlers(
     conn: &mut PgConnection,
     entry: &ChannelEntry,
-    event: &Event,
+    event: &mut Event,
     context: &Context,
 ) -> Result<usize, HandlerError> {
     let op = event.ops();
     let mut ran = 0;
     for handler in &entry.handlers {
-        if !handler.accepts(op, &event.when) {
+        if !handler.accepts(op, event.matched()) {
             continue;
         }
         let _span = tracing::debug_span!("handler", name = handler.name).entered();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            (handler.call)(Invocation::new(conn, context, event))
+            (handler.call)(Invocation::new(conn, context, &mut *event))
         }));
         match outcome {
             Ok(Ok(())) => ran += 1,

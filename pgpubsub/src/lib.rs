@@ -73,6 +73,9 @@ extern crate self as pgpubsub;
 mod channel;
 pub mod cli;
 mod context;
+#[doc(hidden)]
+pub mod contract;
+mod decode;
 mod error;
 mod event;
 mod executor;
@@ -81,22 +84,21 @@ mod notifier;
 mod notify;
 mod registry;
 mod retry;
-mod sql;
 mod worker;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub use channel::{Channel, Model, TriggerChannel};
+pub use channel::{Channel, ColumnKind, Model, ModelColumn, TriggerChannel};
 pub use context::{clear_session_context, set_session_context, with_context, Context};
+pub use contract::quote_ident;
 pub use error::{Error, Result};
 pub use event::{HandlerError, HandlerErrorKind};
 pub use listener::{Listener, ListenerConfig, ListenerHandle, Stats, Stopper};
 pub use notify::notify;
 pub use registry::{ChannelDef, ChannelEntry, HandlerDef, HandlerKind, Ops, Registry};
 pub use retry::RetryPolicy;
-pub use sql::quote_ident;
 
 #[doc = include_str!("../docs/channel.md")]
 pub use pgpubsub_macros::channel;

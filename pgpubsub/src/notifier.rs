@@ -6,9 +6,9 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
+use crate::contract::quote_ident;
 use crate::error::{redact_url, Error, Result};
 use crate::listener::{Broadcast, Shared};
-use crate::sql::quote_ident;
 
 /// How long one wait for notifications lasts before the stop flag is checked.
 const WAIT_SLICE: Duration = Duration::from_millis(200);

@@ -1,11 +1,13 @@
 //! Sending application messages.
 
-use diesel::sql_types::{Bool, Jsonb, Text};
+use diesel::sql_types::{Bool, Text};
 use diesel::{PgConnection, RunQueryDsl};
+use serde_json::value::RawValue;
 
 use crate::channel::Channel;
+use crate::contract::payload::Payload;
+use crate::contract::queries as sql;
 use crate::error::{Error, Result};
-use crate::sql;
 
 /// Sends `message` on its channel, inside the caller's transaction when one
 /// is open: it is delivered only if that transaction commits.
@@ -25,21 +27,33 @@ use crate::sql;
 /// # Ok(()) }
 /// ```
 pub fn notify<C: Channel>(conn: &mut PgConnection, message: &C) -> Result<()> {
-    let message = serde_json::to_value(message).map_err(|source| Error::Serialize {
+    // Serialized straight to text and stored as jsonb, which keeps numbers
+    // exact (u64, i128, f64 extremes); the listener deserializes the text
+    // straight into the message type.
+    let text = serde_json::to_string(message).map_err(|source| Error::Serialize {
         channel: C::NAME,
         source,
     })?;
-    let payload = serde_json::json!({
-        "app": crate::registry::CHANNELS
+    let message = RawValue::from_string(text).map_err(|source| Error::Serialize {
+        channel: C::NAME,
+        source,
+    })?;
+    let payload = Payload {
+        app: crate::registry::CHANNELS
             .iter()
             .find(|def| def.name == C::NAME)
-            .map(|def| def.app),
-        "message": message,
-    });
+            .map(|def| def.app.to_owned()),
+        message: Some(&message),
+        ..Payload::default()
+    };
+    let payload = serde_json::to_string(&payload).map_err(|source| Error::Serialize {
+        channel: C::NAME,
+        source,
+    })?;
     diesel::sql_query(sql::NOTIFICATION_SEND)
         .bind::<Text, _>(C::NAME)
         .bind::<Bool, _>(C::LOCK_NOTIFICATIONS)
-        .bind::<Jsonb, _>(payload)
+        .bind::<Text, _>(payload)
         .execute(conn)
         .map_err(Error::query("sending a notification"))?;
     Ok(())

@@ -6,6 +6,7 @@ pub use linkme;
 pub use serde;
 pub use serde_json;
 
+pub use crate::contract;
 pub use crate::event::{Event, HandlerError, IntoHandlerResult, Invocation};
 pub use crate::registry::{
     ChannelDef, ChannelSource, HandlerDef, HandlerKind, Ops, TriggerSource, CHANNELS, HANDLERS,
@@ -14,11 +15,28 @@ pub use crate::registry::{
 use crate::channel::Model;
 
 /// The `TriggerSource` of a model, for `#[trigger_channel]`.
-pub const fn trigger_source<M: Model>(model: &'static str) -> TriggerSource {
+pub const fn trigger_source<M: Model>(
+    model: &'static str,
+    upgrade: Option<&'static str>,
+) -> TriggerSource {
     TriggerSource {
         model,
         table_sql: M::table_sql,
         columns: M::columns,
+        decode: M::decode_rows,
+        upgrade,
+    }
+}
+
+/// Fails compilation when `name` collides with one of pgpubsub's own
+/// objects (the channel attributes call it in a `const`).
+pub const fn assert_channel_name_free(name: &str) {
+    if crate::contract::names::reserved(name).is_some() {
+        panic!(
+            "this channel name is reserved: pgpubsub names its own objects `pgpubsub_notification*`, \
+             `pgpubsub_context`, `pgpubsub_db_version`, `pgpubsub_row_check*`, `pgpubsub_listener*` and \
+             `pgpubsub_stored*`, and a channel's trigger is `pgpubsub_<name>`; choose another `name = \"...\"`"
+        );
     }
 }
 

@@ -3,6 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use diesel::PgConnection;
+
+use crate::channel::ModelColumn;
+use crate::decode::{DecodedRow, RowsQuery};
 use crate::error::{Error, Result};
 use crate::event::Invocation;
 
@@ -74,6 +78,9 @@ pub enum ChannelSource {
     Trigger(TriggerSource),
 }
 
+/// Runs a decode query and loads its rows into the channel's model.
+pub type DecodeRows = fn(&mut PgConnection, &RowsQuery<'_>) -> diesel::QueryResult<Vec<DecodedRow>>;
+
 /// The table behind a trigger channel.
 #[derive(Debug, Clone, Copy)]
 pub struct TriggerSource {
@@ -81,8 +88,13 @@ pub struct TriggerSource {
     pub model: &'static str,
     /// The model's table, rendered by Diesel as a quoted SQL name (`"media"`).
     pub table_sql: fn() -> Result<String>,
-    /// The SQL column names of the model's `Selectable` expression, in field order.
-    pub columns: fn() -> Result<Vec<String>>,
+    /// The SQL columns of the model's `Selectable` expression, in field order.
+    pub columns: fn() -> Result<Vec<ModelColumn>>,
+    /// Loads decoded rows into the model.
+    pub decode: DecodeRows,
+    /// The channel's upgrade hook: a SQL expression over `row_json` (jsonb)
+    /// and `db_version` (text) giving the row to decode.
+    pub upgrade: Option<&'static str>,
 }
 
 /// One channel declared with `#[trigger_channel]` or `#[channel]`.
@@ -138,6 +150,10 @@ pub struct HandlerDef {
     pub when: Option<&'static str>,
     /// True when the handler takes the connection (it may write in the transaction).
     pub uses_conn: bool,
+    /// True when the handler takes the `old` row.
+    pub takes_old: bool,
+    /// True when the handler takes the `new` row.
+    pub takes_new: bool,
     /// Decodes the event and calls the handler.
     pub call: HandlerCall,
 }
@@ -187,6 +203,27 @@ impl ChannelEntry {
     /// True when some handler of this channel takes the connection.
     pub fn uses_conn(&self) -> bool {
         self.handlers.iter().any(|handler| handler.uses_conn)
+    }
+
+    /// How many copies of the old and of the new row one notification needs:
+    /// each handler taking a row gets its own, decoded for it (models need
+    /// not be `Clone`). The most any one operation needs.
+    pub fn row_copies(&self) -> (i32, i32) {
+        let mut copies = (0, 0);
+        for op in [Ops::INSERT, Ops::UPDATE, Ops::DELETE] {
+            let accepting = self
+                .handlers
+                .iter()
+                .filter(|handler| handler.ops.contains(op));
+            let (old, new) = accepting.fold((0, 0), |(old, new), handler| {
+                (
+                    old + i32::from(handler.takes_old),
+                    new + i32::from(handler.takes_new),
+                )
+            });
+            copies = (copies.0.max(old), copies.1.max(new));
+        }
+        copies
     }
 }
 

@@ -4,19 +4,23 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use diesel::connection::Connection;
-use diesel::sql_types::{Array, BigInt, Double, Int4, Jsonb, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Double, Int4, Nullable, Text, Timestamptz};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::Value;
 
 use crate::context::Context;
+use crate::contract::payload::Payload;
+use crate::contract::{names, queries as sql, schema};
+use crate::decode::{error_chain, Plans, Source};
 use crate::error::{redact_url, Error, Result};
-use crate::event::{Event, HandlerError};
+use crate::event::{Event, HandlerError, RawEvent};
 use crate::executor::{execute, AttemptError};
 use crate::listener::{Broadcast, Shared};
 use crate::registry::ChannelEntry;
-use crate::sql;
 
 /// Opens a worker connection.
 pub(crate) fn connect(url: &str) -> Result<PgConnection> {
@@ -38,19 +42,36 @@ struct TriggerName {
     name: String,
 }
 
-/// Fails when pgpubsub's schema is missing; warns about served trigger
-/// channels whose trigger is not installed (they would never notify).
+/// Fails when pgpubsub's schema is missing or older than this version;
+/// warns about served trigger channels whose trigger is not installed (they
+/// would never notify).
 pub(crate) fn check_schema(conn: &mut PgConnection, served: &[ChannelEntry]) -> Result<()> {
-    let installed = diesel::sql_query(sql::SCHEMA_INSTALLED)
+    let table = diesel::sql_query(sql::SCHEMA_TABLE_PRESENT)
         .get_result::<Installed>(conn)
         .map_err(Error::query("checking pgpubsub's schema"))?;
-    if !installed.ok {
+    let markers: Vec<&str> = schema::STEPS.iter().map(|step| step.marker).collect();
+    let steps: Vec<bool> = diesel::sql_query(sql::SCHEMA_STEPS_PRESENT)
+        .bind::<Array<Text>, _>(&markers)
+        .load::<Installed>(conn)
+        .map_err(Error::query("checking pgpubsub's schema"))?
+        .into_iter()
+        .map(|row| row.ok)
+        .collect();
+    if !table.ok || !steps.first().copied().unwrap_or(false) {
         return Err(Error::SchemaMissing);
+    }
+    if let Some(missing) = steps.iter().position(|present| !present) {
+        return Err(Error::SchemaOutdated {
+            step: schema::STEPS
+                .get(missing)
+                .map_or("?", |step| step.key)
+                .to_owned(),
+        });
     }
     let expected: Vec<String> = served
         .iter()
         .filter(|entry| entry.def.is_trigger())
-        .map(|entry| format!("pgpubsub_{}", entry.def.name))
+        .map(|entry| names::channel_object(entry.def.name))
         .collect();
     let present: Vec<String> = diesel::sql_query(sql::TRIGGERS_PRESENT)
         .bind::<Array<Text>, _>(&expected)
@@ -82,27 +103,65 @@ pub(crate) fn current_snapshot(conn: &mut PgConnection) -> Result<String> {
         .map_err(Error::query("reading the current snapshot"))
 }
 
-/// One claimed notification row.
+/// One claimed notification: its metadata and the payload's fields as
+/// text (see `queries::NOTIFICATION_CLAIM`).
 #[derive(QueryableByName, Debug)]
 pub(crate) struct Claimed {
     #[diesel(sql_type = BigInt)]
     pub(crate) id: i64,
     #[diesel(sql_type = Text)]
     pub(crate) channel: String,
-    #[diesel(sql_type = Jsonb)]
-    pub(crate) payload: Value,
     #[diesel(sql_type = Timestamptz)]
     pub(crate) created_at: DateTime<Utc>,
     #[diesel(sql_type = Nullable<Text>)]
     pub(crate) db_version: Option<String>,
     #[diesel(sql_type = Int4)]
     pub(crate) attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    op: Option<String>,
+    #[diesel(sql_type = Nullable<Array<Text>>)]
+    matched: Option<Vec<String>>,
+    #[diesel(sql_type = Bool)]
+    when_malformed: bool,
+    #[diesel(sql_type = Bool)]
+    has_old: bool,
+    #[diesel(sql_type = Bool)]
+    has_new: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    message: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    context: Option<String>,
+}
+
+impl Claimed {
+    fn raw_event(&mut self) -> RawEvent {
+        RawEvent {
+            op: self.op.take(),
+            matched: self.matched.take(),
+            when_malformed: self.when_malformed,
+            has_old: self.has_old,
+            has_new: self.has_new,
+            message: self.message.take(),
+        }
+    }
 }
 
 #[derive(QueryableByName)]
 struct StoredPayload {
-    #[diesel(sql_type = Jsonb)]
-    payload: Value,
+    #[diesel(sql_type = Text)]
+    payload: String,
+}
+
+/// Reads a payload's context JSON; `{}` when it has none.
+fn parse_context(text: Option<&str>) -> Result<Value, HandlerError> {
+    match text {
+        None => Ok(Value::Object(serde_json::Map::new())),
+        Some(text) => serde_json::from_str(text).map_err(|err| {
+            HandlerError::decode(format!(
+                "malformed payload: its `context` cannot be read: {err}"
+            ))
+        }),
+    }
 }
 
 /// The worker loop: returns `Ok` when the listener stops, an error when the
@@ -111,6 +170,7 @@ pub(crate) fn run(shared: &Shared, index: usize) -> Result<()> {
     let mut conn = connect(&shared.config.database_url)?;
     tracing::debug!(worker = index, "worker started");
     let mut last_purge: Option<std::time::Instant> = None;
+    let mut plans = Plans::default();
     let mut claims = Claims {
         next_channel: index,
         cursors: vec![0; shared.lockable.len()],
@@ -126,7 +186,7 @@ pub(crate) fn run(shared: &Shared, index: usize) -> Result<()> {
         let broadcast = shared.wake_state().broadcasts.pop_front();
         let had_broadcast = broadcast.is_some();
         if let Some(broadcast) = broadcast {
-            handle_broadcast(shared, &mut conn, broadcast)?;
+            handle_broadcast(shared, &mut conn, &mut plans, broadcast)?;
         }
         if claims.seen_seq != Some(seen) {
             // A wake-up may come from a transaction that committed rows
@@ -134,7 +194,7 @@ pub(crate) fn run(shared: &Shared, index: usize) -> Result<()> {
             claims.reset();
             claims.seen_seq = Some(seen);
         }
-        if claims.round(shared, &mut conn)? > 0 || had_broadcast {
+        if claims.round(shared, &mut conn, &mut plans)? > 0 || had_broadcast {
             continue;
         }
         wait_for_work(shared, seen);
@@ -179,16 +239,21 @@ impl Claims {
 
     /// Claims one batch from the first lockable channel, in round-robin
     /// order, that has work; returns how many notifications were claimed.
-    fn round(&mut self, shared: &Shared, conn: &mut PgConnection) -> Result<usize> {
+    fn round(
+        &mut self,
+        shared: &Shared,
+        conn: &mut PgConnection,
+        plans: &mut Plans,
+    ) -> Result<usize> {
         let channels = shared.lockable.len();
         for _ in 0..channels {
             let index = self.next_channel % channels;
             self.next_channel = self.next_channel.wrapping_add(1);
             let channel = &shared.lockable[index];
-            let mut batch = claim_batch(shared, conn, channel, self.cursors[index])?;
+            let mut batch = claim(shared, conn, plans, channel, self.cursors[index])?;
             if batch.claimed == 0 && self.cursors[index] > 0 {
                 self.cursors[index] = 0;
-                batch = claim_batch(shared, conn, channel, 0)?;
+                batch = claim(shared, conn, plans, channel, 0)?;
             }
             // Counted once committed.
             let stats = &shared.stats;
@@ -214,40 +279,99 @@ struct Batch {
     failed: u64,
 }
 
+/// Why a batch's transaction ended early.
+enum BatchError {
+    /// The batch's decode query failed in the database, which aborted the
+    /// transaction: claim again and decode under savepoints.
+    Careful,
+    Fatal(Error),
+}
+
+impl From<diesel::result::Error> for BatchError {
+    fn from(err: diesel::result::Error) -> Self {
+        BatchError::Fatal(Error::Transaction(err))
+    }
+}
+
+impl From<Error> for BatchError {
+    fn from(err: Error) -> Self {
+        BatchError::Fatal(err)
+    }
+}
+
 /// Claims one batch of `channel` after id `cursor`, runs it, and commits.
-fn claim_batch(
+fn claim(
     shared: &Shared,
     conn: &mut PgConnection,
+    plans: &mut Plans,
     channel: &str,
     cursor: i64,
 ) -> Result<Batch> {
+    match claim_batch(shared, conn, plans, channel, cursor, false) {
+        Ok(batch) => Ok(batch),
+        Err(BatchError::Fatal(err)) => Err(err),
+        Err(BatchError::Careful) => match claim_batch(shared, conn, plans, channel, cursor, true) {
+            Ok(batch) => Ok(batch),
+            Err(BatchError::Fatal(err)) => Err(err),
+            Err(BatchError::Careful) => Err(Error::Query {
+                what: "decoding rows under savepoints",
+                source: diesel::result::Error::RollbackTransaction,
+            }),
+        },
+    }
+}
+
+/// One claimed notification, ready for its handlers or failed already.
+type Prepared = Result<(Event, Context), HandlerError>;
+
+fn claim_batch(
+    shared: &Shared,
+    conn: &mut PgConnection,
+    plans: &mut Plans,
+    channel: &str,
+    cursor: i64,
+    careful: bool,
+) -> Result<Batch, BatchError> {
+    let Some(entry) = shared.entry(channel) else {
+        return Err(BatchError::Fatal(Error::UnknownChannel {
+            name: channel.to_owned(),
+            known: Vec::new(),
+        }));
+    };
     conn.transaction(|conn| {
-        let claimed: Vec<Claimed> = diesel::sql_query(sql::NOTIFICATION_CLAIM)
+        let mut claimed: Vec<Claimed> = diesel::sql_query(sql::NOTIFICATION_CLAIM)
             .bind::<Text, _>(channel)
             .bind::<Nullable<Text>, _>(shared.skip_committed_before.as_deref())
             .bind::<BigInt, _>(shared.config.batch_size)
             .bind::<BigInt, _>(cursor)
             .load(conn)
             .map_err(Error::query("claiming notifications"))?;
+        let mut prepared: Vec<Prepared> =
+            claimed.iter_mut().map(|row| prepare(entry, row)).collect();
+        decode_stored(conn, plans, entry, &claimed, &mut prepared, careful)?;
         let mut completed = Vec::with_capacity(claimed.len());
         let mut failed = 0;
-        for row in &claimed {
+        for (row, prepared) in claimed.iter().zip(prepared) {
             // On stop, finish the notification in hand only: the rest of the
             // batch stays stored and its locks go with the commit.
             if shared.stopping() && !(completed.is_empty() && failed == 0) {
                 break;
             }
-            match process(shared, conn, row) {
+            let outcome = match prepared {
+                Ok((mut event, context)) => process(conn, entry, row, &mut event, &context),
+                Err(err) => Err(AttemptError::Handler(err)),
+            };
+            match outcome {
                 Ok(()) => completed.push(row.id),
                 Err(AttemptError::Handler(err)) => {
                     record_failure(shared, conn, row, &err)?;
                     failed += 1;
                 }
                 Err(AttemptError::Database(source)) => {
-                    return Err(Error::Query {
+                    return Err(BatchError::Fatal(Error::Query {
                         what: "running handlers",
                         source,
-                    })
+                    }))
                 }
             }
         }
@@ -266,25 +390,118 @@ fn claim_batch(
     })
 }
 
-fn process(shared: &Shared, conn: &mut PgConnection, row: &Claimed) -> Result<(), AttemptError> {
-    let span = tracing::info_span!("notification", channel = %row.channel, id = row.id, attempt = row.attempts + 1);
-    let _entered = span.enter();
-    let Some(entry) = shared.entry(&row.channel) else {
-        return Err(AttemptError::Handler(HandlerError::failed(format!(
-            "channel `{}` is not served by this listener",
-            row.channel
-        ))));
-    };
-    let event = Event::from_payload(&row.payload).map_err(AttemptError::Handler)?;
+/// Validates one claimed notification's payload fields and builds its
+/// context.
+fn prepare(entry: &ChannelEntry, row: &mut Claimed) -> Prepared {
+    let event = Event::validate(row.raw_event(), entry.def.is_trigger())?;
     let context = Context {
         channel: row.channel.clone(),
-        data: event.context.clone(),
+        data: parse_context(row.context.as_deref())?,
         notification_id: Some(row.id),
         created_at: Some(row.created_at),
         db_version: row.db_version.clone(),
         attempt: row.attempts + 1,
     };
-    let ran = execute(conn, entry, &event, &context)?;
+    Ok((event, context))
+}
+
+/// Decodes the rows of a batch's notifications in one query, handing each
+/// event its rows. When that query fails, each notification is decoded on
+/// its own, and one that fails carries the error naming its column.
+fn decode_stored(
+    conn: &mut PgConnection,
+    plans: &mut Plans,
+    entry: &ChannelEntry,
+    claimed: &[Claimed],
+    prepared: &mut [Prepared],
+    careful: bool,
+) -> Result<(), BatchError> {
+    let Some(plan) = plans.get(conn, entry) else {
+        return Ok(());
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(reason) => {
+            for slot in prepared.iter_mut().filter(|slot| slot.is_ok()) {
+                *slot = Err(HandlerError::decode(format!(
+                    "cannot decode rows of channel `{}`: {reason}",
+                    entry.def.name
+                )));
+            }
+            return Ok(());
+        }
+    };
+    if !plan.needs_rows() {
+        return Ok(());
+    }
+    let index: HashMap<i64, usize> = claimed
+        .iter()
+        .enumerate()
+        .filter(|(position, _)| prepared[*position].is_ok())
+        .map(|(position, row)| (row.id, position))
+        .collect();
+    if index.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = claimed
+        .iter()
+        .map(|row| row.id)
+        .filter(|id| index.contains_key(id))
+        .collect();
+    let batch = if careful {
+        conn.transaction(|conn| plan.decode(conn, Source::Stored(&ids)))
+    } else {
+        plan.decode(conn, Source::Stored(&ids))
+    };
+    let failure = match batch {
+        Ok(rows) => {
+            distribute(rows, &index, prepared);
+            return Ok(());
+        }
+        Err(err @ diesel::result::Error::DatabaseError(..)) if !careful => {
+            tracing::debug!(error = %err, "batch decode failed; decoding each notification");
+            return Err(BatchError::Careful);
+        }
+        Err(err) => err,
+    };
+    tracing::debug!(error = %error_chain(&failure), "batch decode failed; decoding each notification");
+    for id in ids {
+        let single = [id];
+        match conn.transaction(|conn| plan.decode(conn, Source::Stored(&single))) {
+            Ok(rows) => distribute(rows, &index, prepared),
+            Err(err) => {
+                let message = plan.explain(conn, Source::Stored(&single), id, &err);
+                if let Some(&position) = index.get(&id) {
+                    prepared[position] = Err(HandlerError::decode(message));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn distribute(
+    rows: Vec<crate::decode::DecodedRow>,
+    index: &HashMap<i64, usize>,
+    prepared: &mut [Prepared],
+) {
+    for row in rows {
+        if let Some(Ok((event, _))) = index.get(&row.key).map(|&position| &mut prepared[position]) {
+            event.push_row(row.side, row.row);
+        }
+    }
+}
+
+fn process(
+    conn: &mut PgConnection,
+    entry: &ChannelEntry,
+    row: &Claimed,
+    event: &mut Event,
+    context: &Context,
+) -> Result<(), AttemptError> {
+    let span = tracing::info_span!("notification", channel = %row.channel, id = row.id, attempt = row.attempts + 1);
+    let _entered = span.enter();
+    let ran = execute(conn, entry, event, context)?;
     tracing::debug!(handlers = ran, "notification handled");
     Ok(())
 }
@@ -296,68 +513,137 @@ fn record_failure(
     err: &HandlerError,
 ) -> Result<()> {
     let attempt = row.attempts + 1;
+    let permanent = err.is_permanent();
     let wait = shared.config.retry.backoff(attempt);
-    tracing::warn!(
-        channel = %row.channel,
-        id = row.id,
-        attempt,
-        retry_in = ?wait,
-        error = %err,
-        "notification failed"
-    );
+    if permanent {
+        tracing::error!(
+            channel = %row.channel,
+            id = row.id,
+            attempt,
+            error = %err,
+            "notification cannot be processed by this code; kept stored with its error, not retried"
+        );
+    } else {
+        tracing::warn!(
+            channel = %row.channel,
+            id = row.id,
+            attempt,
+            retry_in = ?wait,
+            error = %err,
+            "notification failed"
+        );
+    }
     diesel::sql_query(sql::NOTIFICATION_FAIL)
         .bind::<BigInt, _>(row.id)
         .bind::<Text, _>(err.to_string())
         .bind::<Double, _>(wait.as_secs_f64())
+        .bind::<Bool, _>(permanent)
         .execute(conn)
         .map_err(Error::query("recording a failed notification"))?;
     Ok(())
 }
 
-fn handle_broadcast(shared: &Shared, conn: &mut PgConnection, broadcast: Broadcast) -> Result<()> {
+/// The fields a worker reads from a broadcast payload.
+fn raw_event(payload: &Payload<'_>) -> RawEvent {
+    let is_object = |raw: Option<&serde_json::value::RawValue>| {
+        raw.is_some_and(|raw| raw.get().trim_start().starts_with('{'))
+    };
+    RawEvent {
+        op: payload.op.clone(),
+        matched: payload.when.clone(),
+        when_malformed: false,
+        has_old: is_object(payload.old),
+        has_new: is_object(payload.new),
+        message: payload.message.map(|raw| raw.get().to_owned()),
+    }
+}
+
+fn handle_broadcast(
+    shared: &Shared,
+    conn: &mut PgConnection,
+    plans: &mut Plans,
+    broadcast: Broadcast,
+) -> Result<()> {
     let span = tracing::info_span!("notification", channel = %broadcast.channel);
     let _entered = span.enter();
     let Some(entry) = shared.entry(&broadcast.channel) else {
         return Ok(());
     };
-    let payload: Value = match serde_json::from_str(&broadcast.payload) {
-        Ok(payload) => payload,
+    let stored = match serde_json::from_str::<Payload<'_>>(&broadcast.payload) {
+        Ok(payload) => payload.pgpubsub_stored,
         Err(err) => {
-            tracing::error!(error = %err, "broadcast payload is not JSON; dropped");
+            tracing::error!(error = %err, "broadcast payload cannot be read; dropped");
+            shared.stats.failed.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
     };
-    // Payloads too large for NOTIFY are stored and referenced by id.
-    let payload = match payload.get("pgpubsub_stored").and_then(Value::as_i64) {
+    // Payloads too large for NOTIFY are stored and referenced by id; the
+    // reference must name a stored broadcast of this very channel.
+    let text = match stored {
         Some(id) => {
             let stored: Option<StoredPayload> = diesel::sql_query(sql::NOTIFICATION_PAYLOAD)
                 .bind::<BigInt, _>(id)
+                .bind::<Text, _>(&broadcast.channel)
                 .get_results(conn)
                 .map_err(Error::query("reading a stored broadcast payload"))?
                 .pop();
             match stored {
                 Some(stored) => stored.payload,
                 None => {
-                    tracing::error!(id, "stored broadcast payload is gone; dropped");
+                    tracing::error!(
+                        id,
+                        "stored broadcast payload is gone (or of another channel); dropped"
+                    );
+                    shared.stats.failed.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
             }
         }
-        None => payload,
+        None => broadcast.payload,
     };
-    let outcome = Event::from_payload(&payload)
-        .map_err(AttemptError::Handler)
-        .and_then(|event| {
-            let context = Context {
-                channel: broadcast.channel.clone(),
-                data: event.context.clone(),
-                notification_id: None,
-                created_at: None,
-                db_version: None,
-                attempt: 1,
-            };
-            conn.transaction(|conn| execute(conn, entry, &event, &context))
-        });
+    let texts = [text];
+    let outcome = conn.transaction(|conn| {
+        let payload = serde_json::from_str::<Payload<'_>>(&texts[0]).map_err(|err| {
+            AttemptError::Handler(HandlerError::decode(format!(
+                "broadcast payload cannot be read: {err}"
+            )))
+        })?;
+        let mut event = Event::validate(raw_event(&payload), entry.def.is_trigger())
+            .map_err(AttemptError::Handler)?;
+        let context = Context {
+            channel: broadcast.channel.clone(),
+            data: parse_context(payload.context.map(|raw| raw.get()))
+                .map_err(AttemptError::Handler)?,
+            notification_id: None,
+            created_at: None,
+            db_version: None,
+            attempt: 1,
+        };
+        if let Some(plan) = plans.get(conn, entry) {
+            let plan = plan.as_ref().map_err(|reason| {
+                AttemptError::Handler(HandlerError::decode(format!(
+                    "cannot decode rows of channel `{}`: {reason}",
+                    entry.def.name
+                )))
+            })?;
+            if plan.needs_rows() {
+                let source = Source::Inline(&texts);
+                match conn.transaction(|conn| plan.decode(conn, source)) {
+                    Ok(rows) => {
+                        for row in rows {
+                            event.push_row(row.side, row.row);
+                        }
+                    }
+                    Err(err) => {
+                        return Err(AttemptError::Handler(HandlerError::decode(
+                            plan.explain(conn, source, 1, &err),
+                        )))
+                    }
+                }
+            }
+        }
+        execute(conn, entry, &mut event, &context)
+    });
     match outcome {
         Ok(_) => {
             shared.stats.broadcasts.fetch_add(1, Ordering::Relaxed);

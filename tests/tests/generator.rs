@@ -34,7 +34,7 @@ fn channel(name: &'static str, lock: bool) -> ChannelDef {
         type_path: "generator::MediaChannel",
         app: "generator",
         lock_notifications: lock,
-        source: ChannelSource::Trigger(pgpubsub::__private::trigger_source::<Media>("Media")),
+        source: ChannelSource::Trigger(pgpubsub::__private::trigger_source::<Media>("Media", None)),
     }
 }
 
@@ -52,6 +52,8 @@ fn handler(
         ops,
         when,
         uses_conn: false,
+        takes_old: false,
+        takes_new: true,
         call: noop,
     }
 }

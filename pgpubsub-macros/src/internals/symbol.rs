@@ -14,6 +14,8 @@ pub const MODEL: Symbol = Symbol("model");
 pub const LOCK_NOTIFICATIONS: Symbol = Symbol("lock_notifications");
 /// `name = "..."` of the channel attributes.
 pub const NAME: Symbol = Symbol("name");
+/// `upgrade = "..."` of `#[trigger_channel]`: rewrites old payload rows.
+pub const UPGRADE: Symbol = Symbol("upgrade");
 /// `when = "..."` of `#[trigger_listener]`.
 pub const WHEN: Symbol = Symbol("when");
 /// The `insert` event of `#[trigger_listener]`.

@@ -1,0 +1,96 @@
+//! pgpubsub's own tables and functions, as append-only schema steps kept in
+//! `schema/NNNN_{up,down}.sql`.
+//!
+//! A released step is frozen: its text never changes (a test pins each
+//! step's SHA-256, and `pgpubsub-gen` refuses a migrations directory whose
+//! recorded step differs from this version's). A new pgpubsub version adds
+//! steps; it may replace a function, never drop the notification table.
+
+/// One step of pgpubsub's own schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaStep {
+    /// A stable key (`schema/0001`).
+    pub key: &'static str,
+    /// What the step creates.
+    pub up: &'static str,
+    /// How to undo it.
+    pub down: &'static str,
+    /// A function the step creates, as `to_regprocedure` spells it: the
+    /// listener checks it to tell a database that lacks this step.
+    pub marker: &'static str,
+}
+
+/// Every step, in order.
+pub const STEPS: &[SchemaStep] = &[
+    SchemaStep {
+        key: "schema/0001",
+        up: include_str!("schema/0001_up.sql"),
+        down: include_str!("schema/0001_down.sql"),
+        marker: "pgpubsub_notification_claim(text, text, bigint, bigint)",
+    },
+    SchemaStep {
+        key: "schema/0002",
+        up: include_str!("schema/0002_up.sql"),
+        down: include_str!("schema/0002_down.sql"),
+        marker: "pgpubsub_row_check(anyelement, jsonb)",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::STEPS;
+
+    /// The SHA-256 of every released step's `up` and `down`. A released step
+    /// never changes: to change the schema, add a step.
+    const RELEASED: &[(&str, &str, &str)] = &[
+        (
+            "schema/0001",
+            "7a58f02d68e2df134e5d996bb23ad24414568d85870c6d723f5ac3ca9ab92b67",
+            "0fc2b27c530f8e66b58d0ed447d57fe5feddaec3f2393236d35e4e650f2c43c5",
+        ),
+        (
+            "schema/0002",
+            "0c69b7acbf8bb08a2a6548cad26dd192e3a6cb3d719f19928e768d1fe7399a6b",
+            "8a0c7fad50d0675e388fb3b71b0a565d2155a414b8d8be482021a8d5e1eb1705",
+        ),
+    ];
+
+    fn sha256(text: &str) -> String {
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn released_steps_are_frozen() {
+        for (key, up, down) in RELEASED {
+            let step = STEPS
+                .iter()
+                .find(|step| step.key == *key)
+                .unwrap_or_else(|| panic!("released step {key} was removed"));
+            assert_eq!(
+                sha256(step.up),
+                *up,
+                "{key}/up changed: released steps are frozen, add a new step instead"
+            );
+            assert_eq!(
+                sha256(step.down),
+                *down,
+                "{key}/down changed: released steps are frozen, add a new step instead"
+            );
+        }
+    }
+
+    #[test]
+    fn step_keys_are_sequential() {
+        for (index, step) in STEPS.iter().enumerate() {
+            assert_eq!(step.key, format!("schema/{:04}", index + 1));
+            assert!(step
+                .up
+                .contains(step.marker.split('(').next().unwrap_or_default()));
+        }
+    }
+}

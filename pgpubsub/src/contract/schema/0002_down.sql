@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS pgpubsub_row_check(anyelement, jsonb);

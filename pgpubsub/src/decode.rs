@@ -1,0 +1,522 @@
+//! Rows decoded through PostgreSQL and Diesel: the payload's `old`/`new`
+//! objects are rebuilt into the table's row type by `jsonb_populate_record`
+//! (each column's own input function, whatever the writer's session
+//! settings were), and Diesel's `FromSql` loads the model from that row in
+//! binary, exactly as a query on the table would.
+//!
+//! One query per batch and channel. When it fails, each notification is
+//! decoded alone so the failure is recorded on the notification it belongs
+//! to, with the column named.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::marker::PhantomData;
+
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+use diesel::{PgConnection, QueryResult, QueryableByName, RunQueryDsl};
+
+use crate::channel::{ColumnKind, ModelColumn};
+use crate::contract::payload::Payload;
+use crate::contract::{names, queries, quote_ident, quote_literal};
+use crate::registry::{ChannelEntry, TriggerSource};
+
+/// Which row of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// `OLD`.
+    Old,
+    /// `NEW`.
+    New,
+}
+
+impl Side {
+    /// `old` or `new`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Old => "old",
+            Side::New => "new",
+        }
+    }
+
+    fn from_code(code: i32) -> Side {
+        if code == 0 {
+            Side::Old
+        } else {
+            Side::New
+        }
+    }
+}
+
+/// Where the payloads of a decode query come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// Stored notifications, by id.
+    Stored(&'a [i64]),
+    /// Payload texts (broadcasts); keys are their positions from 1.
+    Inline(&'a [String]),
+}
+
+/// One decoded row: the notification (or payload position), the side, and
+/// the model value.
+pub struct DecodedRow {
+    /// The notification id, or the payload's position from 1.
+    pub key: i64,
+    /// Old or new.
+    pub side: Side,
+    /// The model, type-erased.
+    pub row: Box<dyn Any>,
+}
+
+/// A decode query ready to run: its SQL in pieces between the binds.
+pub struct RowsQuery<'a> {
+    parts: &'a [String; 5],
+    source: Source<'a>,
+    old_copies: i32,
+    new_copies: i32,
+    table: &'a str,
+}
+
+/// [`RowsQuery`] with the SQL type of its rows, for Diesel.
+pub struct TypedRows<'a, ST> {
+    query: &'a RowsQuery<'a>,
+    sql_type: PhantomData<ST>,
+}
+
+impl<'a> RowsQuery<'a> {
+    /// The query with the SQL type `ST` of its rows.
+    pub fn typed<ST>(&'a self) -> TypedRows<'a, ST> {
+        TypedRows {
+            query: self,
+            sql_type: PhantomData,
+        }
+    }
+}
+
+impl<ST> QueryId for TypedRows<'_, ST> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<ST> Query for TypedRows<'_, ST> {
+    type SqlType = ST;
+}
+
+impl<ST> QueryFragment<Pg> for TypedRows<'_, ST> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let query = self.query;
+        out.push_sql(&query.parts[0]);
+        match &query.source {
+            Source::Stored(ids) => out.push_bind_param::<Array<BigInt>, _>(ids)?,
+            Source::Inline(texts) => out.push_bind_param::<Array<Text>, _>(texts)?,
+        }
+        out.push_sql(&query.parts[1]);
+        out.push_bind_param::<Integer, _>(&query.old_copies)?;
+        out.push_sql(&query.parts[2]);
+        out.push_bind_param::<Integer, _>(&query.new_copies)?;
+        out.push_sql(&query.parts[3]);
+        out.push_bind_param::<Text, _>(&query.table)?;
+        out.push_sql(&query.parts[4]);
+        Ok(())
+    }
+}
+
+impl<ST> RunQueryDsl<PgConnection> for TypedRows<'_, ST> {}
+
+/// How one trigger channel's rows are decoded; built once per worker.
+pub(crate) struct Plan {
+    channel: &'static str,
+    model: &'static str,
+    source: TriggerSource,
+    table: String,
+    /// Decode SQL for stored and inline payloads.
+    decode: [[String; 5]; 2],
+    /// Diagnostic SQL (which column fails) for stored and inline payloads.
+    check: [[String; 5]; 2],
+    /// Diagnostic SQL (columns absent from the payload).
+    absent: [[String; 5]; 2],
+    /// The table has an `interval` somewhere: read under `sql_standard`.
+    interval: bool,
+    old_copies: i32,
+    new_copies: i32,
+}
+
+/// The plans of a worker's channels.
+#[derive(Default)]
+pub(crate) struct Plans {
+    plans: HashMap<&'static str, Result<Plan, String>>,
+}
+
+impl Plans {
+    /// The plan of `entry`'s channel (built on first use); `Err` with the
+    /// reason when its model cannot be read.
+    pub(crate) fn get(
+        &mut self,
+        conn: &mut PgConnection,
+        entry: &ChannelEntry,
+    ) -> Option<&Result<Plan, String>> {
+        let crate::registry::ChannelSource::Trigger(source) = entry.def.source else {
+            return None;
+        };
+        Some(
+            self.plans
+                .entry(entry.def.name)
+                .or_insert_with(|| Plan::new(conn, entry, source)),
+        )
+    }
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    ok: bool,
+}
+
+#[derive(QueryableByName)]
+struct Setting {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+#[derive(QueryableByName)]
+struct Version {
+    #[diesel(sql_type = Nullable<Text>)]
+    version: Option<String>,
+}
+
+#[derive(QueryableByName, Debug)]
+struct CheckRow {
+    #[diesel(sql_type = Integer)]
+    side: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    column_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    error: Option<String>,
+}
+
+#[derive(QueryableByName, Debug)]
+struct AbsentRow {
+    #[diesel(sql_type = Integer)]
+    side: i32,
+    #[diesel(sql_type = Array<Text>)]
+    absent: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    unknown: Vec<String>,
+    #[diesel(sql_type = Array<Text>)]
+    nulls: Vec<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    written: Option<String>,
+}
+
+impl Plan {
+    fn new(
+        conn: &mut PgConnection,
+        entry: &ChannelEntry,
+        source: TriggerSource,
+    ) -> Result<Plan, String> {
+        let table = (source.table_sql)().map_err(|err| err.to_string())?;
+        let columns = (source.columns)().map_err(|err| err.to_string())?;
+        let interval = diesel::sql_query(queries::TABLE_HAS_INTERVAL)
+            .bind::<Text, _>(&table)
+            .get_result::<Flag>(conn)
+            .map(|flag| flag.ok)
+            .unwrap_or_else(|err| {
+                tracing::warn!(channel = entry.def.name, error = %err, "cannot inspect the channel's table; reading intervals under sql_standard");
+                true
+            });
+        let (old_copies, new_copies) = entry.row_copies();
+        let select = select_list(&columns, source.upgrade.is_some());
+        let decode_tail =
+            "CROSS JOIN LATERAL generate_series(1, s.copies) AS copy(n)\nORDER BY s.k, s.side";
+        let decode = [false, true].map(|inline| {
+            sql_parts(
+                source.upgrade,
+                inline,
+                &format!("SELECT s.k, s.side, {select}"),
+                &format!(
+                    "CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, h.j) AS r\n{decode_tail}"
+                ),
+            )
+        });
+        let check = [false, true].map(|inline| {
+            sql_parts(
+                source.upgrade,
+                inline,
+                "SELECT s.side, c.column_name, c.error",
+                &format!(
+                    "CROSS JOIN LATERAL {}(NULL::{table}, h.j) AS c",
+                    names::ROW_CHECK_FN
+                ),
+            )
+        });
+        let model_columns = format!(
+            "ARRAY[{}]::text[]",
+            columns
+                .iter()
+                .map(|column| quote_literal(&column.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let absent = [false, true].map(|inline| {
+            sql_parts(
+                source.upgrade,
+                inline,
+                &format!(
+                    "SELECT s.side, \
+                     ARRAY(SELECT c FROM unnest({model_columns}) AS c WHERE NOT h.j ? c) AS absent, \
+                     ARRAY(SELECT k FROM jsonb_object_keys(s.j) AS k \
+                           WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = to_regclass({table_literal}) \
+                                             AND a.attname = k AND a.attnum > 0 AND NOT a.attisdropped) \
+                           ORDER BY k) AS unknown, \
+                     ARRAY(SELECT c FROM unnest({model_columns}) AS c WHERE h.j ? c AND h.j -> c = 'null'::jsonb) AS nulls, \
+                     s.v AS written",
+                    table_literal = quote_literal(&table),
+                ),
+                "",
+            )
+        });
+        Ok(Plan {
+            channel: entry.def.name,
+            model: source.model,
+            source,
+            table,
+            decode,
+            check,
+            absent,
+            interval,
+            old_copies,
+            new_copies,
+        })
+    }
+
+    /// True when some handler takes a row.
+    pub(crate) fn needs_rows(&self) -> bool {
+        self.old_copies > 0 || self.new_copies > 0
+    }
+
+    fn query<'a>(&'a self, parts: &'a [[String; 5]; 2], source: Source<'a>) -> RowsQuery<'a> {
+        let index = usize::from(matches!(source, Source::Inline(_)));
+        RowsQuery {
+            parts: &parts[index],
+            source,
+            old_copies: self.old_copies,
+            new_copies: self.new_copies,
+            table: &self.table,
+        }
+    }
+
+    /// Decodes the rows of every payload in `source` in one query. A
+    /// database error leaves the transaction aborted; the caller decides
+    /// whether to retry under savepoints.
+    pub(crate) fn decode(
+        &self,
+        conn: &mut PgConnection,
+        source: Source<'_>,
+    ) -> QueryResult<Vec<DecodedRow>> {
+        let query = self.query(&self.decode, source);
+        if !self.interval {
+            return (self.source.decode)(conn, &query);
+        }
+        let previous =
+            diesel::sql_query(queries::INTERVAL_STYLE_SET).get_result::<Setting>(conn)?;
+        let rows = (self.source.decode)(conn, &query);
+        diesel::sql_query(queries::INTERVAL_STYLE_RESTORE)
+            .bind::<Text, _>(&previous.value)
+            .execute(conn)?;
+        rows
+    }
+
+    /// Why the rows of the one payload in `source` do not decode, for the
+    /// error recorded on it: the columns PostgreSQL rejects and the columns
+    /// the payload lacks, with the schema versions of the write and of now.
+    pub(crate) fn explain(
+        &self,
+        conn: &mut PgConnection,
+        source: Source<'_>,
+        key: i64,
+        error: &diesel::result::Error,
+    ) -> String {
+        let mut message = format!(
+            "cannot decode notification {} of channel `{}` into `{}`",
+            describe_key(source, key),
+            self.channel,
+            self.model
+        );
+        let database_error = matches!(error, diesel::result::Error::DatabaseError(..));
+        if database_error {
+            let rejected: Vec<CheckRow> = {
+                let query = self.query(&self.check, source);
+                diesel::Connection::transaction(conn, |conn| load_untyped::<CheckRow>(conn, &query))
+                    .unwrap_or_default()
+            };
+            if !rejected.is_empty() {
+                for row in rejected {
+                    let side = Side::from_code(row.side).name();
+                    match row.column_name {
+                        Some(column) => {
+                            let _ = write!(
+                                message,
+                                ": `{side}` column `{column}`: {}",
+                                row.error.unwrap_or_default()
+                            );
+                        }
+                        None => {
+                            let _ = write!(
+                                message,
+                                ": `{side}` row: {}",
+                                row.error.unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                return message;
+            }
+            let _ = write!(message, ": {}", error_chain(error));
+            return message;
+        }
+        let _ = write!(message, ": {}", error_chain(error));
+        let query = self.query(&self.absent, source);
+        let absent = load_untyped::<AbsentRow>(conn, &query).unwrap_or_default();
+        let now = diesel::sql_query(queries::DB_VERSION_CURRENT)
+            .get_result::<Version>(conn)
+            .ok()
+            .and_then(|version| version.version);
+        for row in absent {
+            let side = Side::from_code(row.side).name();
+            if !row.nulls.is_empty() {
+                let _ = write!(
+                    message,
+                    "; `{side}` columns that are NULL: {}",
+                    backticked(&row.nulls)
+                );
+            }
+            if !row.absent.is_empty() {
+                let _ = write!(
+                    message,
+                    "; `{side}` columns not in the payload: {} (written at db_version {}, now {})",
+                    backticked(&row.absent),
+                    row.written.as_deref().unwrap_or("unknown"),
+                    now.as_deref().unwrap_or("unknown"),
+                );
+                if !row.unknown.is_empty() {
+                    let _ = write!(
+                        message,
+                        "; the payload has {}, which the table no longer has: if a column was \
+                         renamed, give the channel an `upgrade` that renames it in old payloads",
+                        backticked(&row.unknown)
+                    );
+                }
+            }
+        }
+        message
+    }
+}
+
+fn describe_key(source: Source<'_>, key: i64) -> String {
+    match source {
+        Source::Stored(_) => key.to_string(),
+        Source::Inline(_) => "(broadcast)".to_owned(),
+    }
+}
+
+fn backticked(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An error with its sources, `: `-joined.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+fn load_untyped<U>(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<U>>
+where
+    U: QueryableByName<Pg> + 'static,
+{
+    query.typed::<diesel::sql_types::Untyped>().load::<U>(conn)
+}
+
+/// The select list: the model's columns of the rebuilt row, `json`/`jsonb`
+/// columns from their exact text when the payload has it.
+fn select_list(columns: &[ModelColumn], upgraded: bool) -> String {
+    columns
+        .iter()
+        .map(|column| {
+            let ident = quote_ident(&column.name);
+            let key = quote_literal(&column.name);
+            let cast = match column.kind {
+                ColumnKind::Json => "json",
+                ColumnKind::Jsonb => "jsonb",
+                ColumnKind::Other => return format!("r.{ident} AS {ident}"),
+            };
+            let untouched = if upgraded {
+                format!(" AND (s.j -> {key}) IS NOT DISTINCT FROM (h.j -> {key})")
+            } else {
+                String::new()
+            };
+            format!(
+                "CASE WHEN jsonb_typeof(s.t) = 'object' AND s.t ? {key}{untouched} \
+                 THEN (s.t ->> {key})::{cast} ELSE r.{ident} END AS {ident}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pieces of a query over the payload rows `s` (`k`, `side`, `copies`,
+/// `j` the row object, `t` its exact texts, `v` the writer's db_version) and
+/// `h.j`, the row after the upgrade hook and the table's missing-column
+/// values: `head FROM … tail`, split at the four binds (payloads, old
+/// copies, new copies, table).
+fn sql_parts(upgrade: Option<&str>, inline: bool, head: &str, tail: &str) -> [String; 5] {
+    let (source_open, source_close) = if inline {
+        (
+            "SELECT t.k, t.p::jsonb AS p, NULL::text AS v FROM unnest(",
+            "::text[]) WITH ORDINALITY AS t(p, k)",
+        )
+    } else {
+        (
+            "SELECT n.id AS k, n.payload AS p, n.db_version AS v FROM pgpubsub_notification AS n WHERE n.id = ANY(",
+            "::bigint[])",
+        )
+    };
+    let old = quote_literal(Payload::OLD);
+    let new = quote_literal(Payload::NEW);
+    let old_exact = quote_literal(Payload::OLD_EXACT);
+    let new_exact = quote_literal(Payload::NEW_EXACT);
+    let hooked = match upgrade {
+        Some(expression) => format!(
+            "(SELECT ({expression}) FROM (SELECT s.j AS row_json, s.v AS db_version) AS upgrade_input)"
+        ),
+        None => "s.j".to_owned(),
+    };
+    [
+        format!(
+            "{head}\nFROM (\n    SELECT src.k, x.side, x.copies, x.j, x.t, src.v\n    FROM ({source_open}"
+        ),
+        format!(
+            "{source_close}) AS src\n    CROSS JOIN LATERAL (VALUES (0, src.p -> {old}, src.p -> {old_exact}, "
+        ),
+        format!("::int), (1, src.p -> {new}, src.p -> {new_exact}, "),
+        "::int)) AS x(side, j, t, copies)\n    WHERE x.copies > 0 AND jsonb_typeof(x.j) = 'object'\n) AS s\n\
+         CROSS JOIN (SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb) AS m\n\
+         \x20   FROM pg_attribute AS a WHERE a.attrelid = "
+            .to_owned(),
+        format!(
+            "::regclass AND a.atthasmissing AND NOT a.attisdropped) AS d\n\
+             CROSS JOIN LATERAL (SELECT CASE WHEN d.m = '{{}}'::jsonb THEN u.j ELSE d.m || u.j END AS j\n\
+             \x20   FROM (SELECT {hooked} AS j) AS u) AS h\n{tail}"
+        ),
+    ]
+}
