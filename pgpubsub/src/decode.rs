@@ -70,12 +70,47 @@ pub struct DecodedRow {
     pub row: Box<dyn Any>,
 }
 
-/// A decode query ready to run: its SQL in pieces between the binds.
+/// What goes between two pieces of a query's SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bind {
+    /// The payloads: ids or texts.
+    Source,
+    /// The table's name, for `::regclass`.
+    Table,
+}
+
+/// A query's SQL: `pieces[0] binds[0] pieces[1] … pieces[n]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sql {
+    pieces: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+impl Sql {
+    fn push(&mut self, text: &str) -> &mut Self {
+        if self.pieces.is_empty() {
+            self.pieces.push(String::new());
+        }
+        if let Some(last) = self.pieces.last_mut() {
+            last.push_str(text);
+        }
+        self
+    }
+
+    fn bind(&mut self, bind: Bind) -> &mut Self {
+        if self.pieces.is_empty() {
+            self.pieces.push(String::new());
+        }
+        self.binds.push(bind);
+        self.pieces.push(String::new());
+        self
+    }
+}
+
+/// A decode query ready to run.
 pub struct RowsQuery<'a> {
-    parts: &'a [String; 5],
+    sql: &'a Sql,
     source: Source<'a>,
-    old_copies: i32,
-    new_copies: i32,
     table: &'a str,
 }
 
@@ -107,18 +142,17 @@ impl<ST> Query for TypedRows<'_, ST> {
 impl<ST> QueryFragment<Pg> for TypedRows<'_, ST> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         let query = self.query;
-        out.push_sql(&query.parts[0]);
-        match &query.source {
-            Source::Stored(ids) => out.push_bind_param::<Array<BigInt>, _>(ids)?,
-            Source::Inline(texts) => out.push_bind_param::<Array<Text>, _>(texts)?,
+        for (index, piece) in query.sql.pieces.iter().enumerate() {
+            out.push_sql(piece);
+            match query.sql.binds.get(index) {
+                Some(Bind::Source) => match &query.source {
+                    Source::Stored(ids) => out.push_bind_param::<Array<BigInt>, _>(ids)?,
+                    Source::Inline(texts) => out.push_bind_param::<Array<Text>, _>(texts)?,
+                },
+                Some(Bind::Table) => out.push_bind_param::<Text, _>(&query.table)?,
+                None => {}
+            }
         }
-        out.push_sql(&query.parts[1]);
-        out.push_bind_param::<Integer, _>(&query.old_copies)?;
-        out.push_sql(&query.parts[2]);
-        out.push_bind_param::<Integer, _>(&query.new_copies)?;
-        out.push_sql(&query.parts[3]);
-        out.push_bind_param::<Text, _>(&query.table)?;
-        out.push_sql(&query.parts[4]);
         Ok(())
     }
 }
@@ -132,11 +166,11 @@ pub(crate) struct Plan {
     source: TriggerSource,
     table: String,
     /// Decode SQL for stored and inline payloads.
-    decode: [[String; 5]; 2],
+    decode: [Sql; 2],
     /// Diagnostic SQL (which column fails) for stored and inline payloads.
-    check: [[String; 5]; 2],
+    check: [Sql; 2],
     /// Diagnostic SQL (columns absent from the payload).
-    absent: [[String; 5]; 2],
+    absent: [Sql; 2],
     /// The table has an `interval` somewhere: read under `sql_standard`.
     interval: bool,
     old_copies: i32,
@@ -227,26 +261,33 @@ impl Plan {
                 true
             });
         let (old_copies, new_copies) = entry.row_copies();
+        let shape = Shape {
+            upgrade: source.upgrade,
+            exact: columns.iter().any(|column| column.kind != ColumnKind::Other),
+            old_copies,
+            new_copies,
+        };
         let select = select_list(&columns, source.upgrade.is_some());
-        let decode_tail =
-            "CROSS JOIN LATERAL generate_series(1, s.copies) AS copy(n)\nORDER BY s.k, s.side";
+        let copies = if old_copies > 1 || new_copies > 1 {
+            "\nCROSS JOIN LATERAL generate_series(1, s.copies) AS copy(n)"
+        } else {
+            ""
+        };
         let decode = [false, true].map(|inline| {
-            sql_parts(
-                source.upgrade,
+            shape.query(
                 inline,
                 &format!("SELECT s.k, s.side, {select}"),
                 &format!(
-                    "CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, h.j) AS r\n{decode_tail}"
+                    "\nCROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, h.j) AS r{copies}"
                 ),
             )
         });
         let check = [false, true].map(|inline| {
-            sql_parts(
-                source.upgrade,
+            shape.query(
                 inline,
                 "SELECT s.side, c.column_name, c.error",
                 &format!(
-                    "CROSS JOIN LATERAL {}(NULL::{table}, h.j) AS c",
+                    "\nCROSS JOIN LATERAL {}(NULL::{table}, h.j) AS c",
                     names::ROW_CHECK_FN
                 ),
             )
@@ -260,8 +301,7 @@ impl Plan {
                 .join(", ")
         );
         let absent = [false, true].map(|inline| {
-            sql_parts(
-                source.upgrade,
+            shape.query(
                 inline,
                 &format!(
                     "SELECT s.side, \
@@ -296,13 +336,11 @@ impl Plan {
         self.old_copies > 0 || self.new_copies > 0
     }
 
-    fn query<'a>(&'a self, parts: &'a [[String; 5]; 2], source: Source<'a>) -> RowsQuery<'a> {
+    fn query<'a>(&'a self, sql: &'a [Sql; 2], source: Source<'a>) -> RowsQuery<'a> {
         let index = usize::from(matches!(source, Source::Inline(_)));
         RowsQuery {
-            parts: &parts[index],
+            sql: &sql[index],
             source,
-            old_copies: self.old_copies,
-            new_copies: self.new_copies,
             table: &self.table,
         }
     }
@@ -474,49 +512,84 @@ fn select_list(columns: &[ModelColumn], upgraded: bool) -> String {
         .join(", ")
 }
 
-/// The pieces of a query over the payload rows `s` (`k`, `side`, `copies`,
-/// `j` the row object, `t` its exact texts, `v` the writer's db_version) and
-/// `h.j`, the row after the upgrade hook and the table's missing-column
-/// values: `head FROM … tail`, split at the four binds (payloads, old
-/// copies, new copies, table).
-fn sql_parts(upgrade: Option<&str>, inline: bool, head: &str, tail: &str) -> [String; 5] {
-    let (source_open, source_close) = if inline {
-        (
-            "SELECT t.k, t.p::jsonb AS p, NULL::text AS v FROM unnest(",
-            "::text[]) WITH ORDINALITY AS t(p, k)",
+/// What a channel's queries must read of each payload.
+struct Shape<'a> {
+    upgrade: Option<&'a str>,
+    /// The model has `json`/`jsonb` columns: read their exact text.
+    exact: bool,
+    old_copies: i32,
+    new_copies: i32,
+}
+
+impl Shape<'_> {
+    /// `head FROM <rows> … tail`, where the rows `s` are (`k` the
+    /// notification id or payload position, `side`, `copies`, `j` the row
+    /// object, `t` its exact texts, `v` the writer's db_version), one per
+    /// payload and side a handler takes, and `h.j` is the row after the
+    /// upgrade hook and the table's missing-column values (PostgreSQL's
+    /// `attmissingval`: what the table's own old rows read for a column
+    /// added with a default).
+    fn query(&self, inline: bool, head: &str, tail: &str) -> Sql {
+        let mut sql = Sql::default();
+        sql.push(head).push("\nFROM (");
+        let sides: Vec<(i32, &str, &str, i32)> = [
+            (0, Payload::OLD, Payload::OLD_EXACT, self.old_copies),
+            (1, Payload::NEW, Payload::NEW_EXACT, self.new_copies),
+        ]
+        .into_iter()
+        .filter(|side| side.3 > 0)
+        .collect();
+        for (index, (code, key, exact_key, copies)) in sides.iter().enumerate() {
+            if index > 0 {
+                sql.push("\n    UNION ALL\n");
+            }
+            let key = quote_literal(key);
+            let exact = if self.exact {
+                format!("src.p -> {}", quote_literal(exact_key))
+            } else {
+                "NULL::jsonb".to_owned()
+            };
+            sql.push(&format!(
+                "\n    SELECT src.k, {code} AS side, {copies} AS copies, src.p -> {key} AS j, {exact} AS t, src.v\n    FROM ("
+            ));
+            if inline {
+                sql.push("SELECT t.k, t.p::jsonb AS p, NULL::text AS v FROM unnest(")
+                    .bind(Bind::Source)
+                    .push("::text[]) WITH ORDINALITY AS t(p, k)");
+            } else {
+                sql.push(&format!(
+                    "SELECT n.id AS k, n.payload AS p, n.db_version AS v FROM {} AS n WHERE n.id = ANY(",
+                    names::NOTIFICATION_TABLE
+                ))
+                .bind(Bind::Source)
+                .push("::bigint[])");
+            }
+            sql.push(&format!(
+                ") AS src\n    WHERE jsonb_typeof(src.p -> {key}) = 'object'"
+            ));
+        }
+        if sides.is_empty() {
+            // Nothing to read: an empty set of the same shape.
+            sql.push(
+                "SELECT 0::bigint AS k, 0 AS side, 0 AS copies, NULL::jsonb AS j, NULL::jsonb AS t, NULL::text AS v WHERE false",
+            );
+        }
+        let hooked = match self.upgrade {
+            Some(expression) => format!(
+                "(SELECT ({expression}) FROM (SELECT s.j AS row_json, s.v AS db_version) AS upgrade_input)"
+            ),
+            None => "s.j".to_owned(),
+        };
+        sql.push(
+            "\n) AS s\nCROSS JOIN (SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb) AS m\n    \
+             FROM pg_attribute AS a WHERE a.attrelid = ",
         )
-    } else {
-        (
-            "SELECT n.id AS k, n.payload AS p, n.db_version AS v FROM pgpubsub_notification AS n WHERE n.id = ANY(",
-            "::bigint[])",
-        )
-    };
-    let old = quote_literal(Payload::OLD);
-    let new = quote_literal(Payload::NEW);
-    let old_exact = quote_literal(Payload::OLD_EXACT);
-    let new_exact = quote_literal(Payload::NEW_EXACT);
-    let hooked = match upgrade {
-        Some(expression) => format!(
-            "(SELECT ({expression}) FROM (SELECT s.j AS row_json, s.v AS db_version) AS upgrade_input)"
-        ),
-        None => "s.j".to_owned(),
-    };
-    [
-        format!(
-            "{head}\nFROM (\n    SELECT src.k, x.side, x.copies, x.j, x.t, src.v\n    FROM ({source_open}"
-        ),
-        format!(
-            "{source_close}) AS src\n    CROSS JOIN LATERAL (VALUES (0, src.p -> {old}, src.p -> {old_exact}, "
-        ),
-        format!("::int), (1, src.p -> {new}, src.p -> {new_exact}, "),
-        "::int)) AS x(side, j, t, copies)\n    WHERE x.copies > 0 AND jsonb_typeof(x.j) = 'object'\n) AS s\n\
-         CROSS JOIN (SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb) AS m\n\
-         \x20   FROM pg_attribute AS a WHERE a.attrelid = "
-            .to_owned(),
-        format!(
+        .bind(Bind::Table)
+        .push(&format!(
             "::regclass AND a.atthasmissing AND NOT a.attisdropped) AS d\n\
-             CROSS JOIN LATERAL (SELECT CASE WHEN d.m = '{{}}'::jsonb THEN u.j ELSE d.m || u.j END AS j\n\
-             \x20   FROM (SELECT {hooked} AS j) AS u) AS h\n{tail}"
-        ),
-    ]
+             CROSS JOIN LATERAL (SELECT CASE WHEN d.m = '{{}}'::jsonb THEN u.j ELSE d.m || u.j END AS j\n    \
+             FROM (SELECT {hooked} AS j) AS u) AS h{tail}"
+        ));
+        sql
+    }
 }

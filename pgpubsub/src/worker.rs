@@ -393,10 +393,15 @@ fn claim_batch(
 /// Validates one claimed notification's payload fields and builds its
 /// context.
 fn prepare(entry: &ChannelEntry, row: &mut Claimed) -> Prepared {
-    let event = Event::validate(row.raw_event(), entry.def.is_trigger())?;
+    let (id, channel) = (row.id, row.channel.clone());
+    let name = |err: HandlerError| HandlerError {
+        message: format!("notification {id} of channel `{channel}`: {}", err.message),
+        ..err
+    };
+    let event = Event::validate(row.raw_event(), entry.def.is_trigger()).map_err(&name)?;
     let context = Context {
         channel: row.channel.clone(),
-        data: parse_context(row.context.as_deref())?,
+        data: parse_context(row.context.as_deref()).map_err(&name)?,
         notification_id: Some(row.id),
         created_at: Some(row.created_at),
         db_version: row.db_version.clone(),

@@ -1,0 +1,186 @@
+//! No payload can stop a worker: stored notifications that cannot be parsed
+//! or decoded, or that are malformed, fail alone with an error naming the
+//! channel, the notification and the column, and are kept (not retried, not
+//! deleted), while good notifications on every channel keep flowing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Int4, Nullable, Text};
+use pgpubsub_tests::{count, spawn_listening, wait_until, TestDb, WAIT};
+use serde::{Deserialize, Serialize};
+
+diesel::table! {
+    items (id) {
+        id -> BigInt,
+        n -> Int4,
+        label -> Text,
+    }
+}
+
+#[derive(Queryable, Selectable, Identifiable, Debug)]
+#[diesel(table_name = items)]
+pub struct Item {
+    pub id: i64,
+    pub n: i32,
+    pub label: String,
+}
+
+#[pgpubsub::trigger_channel(model = Item, lock_notifications)]
+pub struct ItemChannel;
+
+static ITEMS: AtomicU64 = AtomicU64::new(0);
+static ORDERS: AtomicU64 = AtomicU64::new(0);
+
+#[pgpubsub::post_save_listener(ItemChannel)]
+fn item_saved(new: Item) {
+    assert!(new.n >= 0);
+    ITEMS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[pgpubsub::channel(lock_notifications)]
+#[derive(Serialize, Deserialize)]
+struct OrderPlaced {
+    order_id: i64,
+}
+
+#[pgpubsub::listener(OrderPlaced)]
+fn order_placed(msg: OrderPlaced) {
+    assert!(msg.order_id >= 0);
+    ORDERS.fetch_add(1, Ordering::SeqCst);
+}
+
+const SCHEMA: &str = "CREATE TABLE items (id bigserial PRIMARY KEY, n integer NOT NULL, label text NOT NULL);";
+
+#[derive(QueryableByName, Debug)]
+struct Kept {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Int4)]
+    attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_error: Option<String>,
+    #[diesel(sql_type = Bool)]
+    parked: bool,
+}
+
+fn kept(conn: &mut PgConnection) -> Vec<Kept> {
+    diesel::sql_query(
+        "SELECT id, attempts, last_error, available_at = 'infinity' AS parked \
+         FROM pgpubsub_notification ORDER BY id",
+    )
+    .load(conn)
+    .unwrap()
+}
+
+/// Writes a raw stored notification, as a buggy or hostile writer could.
+fn store(conn: &mut PgConnection, channel: &str, payload: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    diesel::sql_query(
+        "INSERT INTO pgpubsub_notification (channel, payload) VALUES ($1, $2::jsonb) RETURNING id",
+    )
+    .bind::<Text, _>(channel)
+    .bind::<Text, _>(payload)
+    .get_result::<Id>(conn)
+    .unwrap()
+    .id
+}
+
+#[test]
+fn bad_payloads_fail_alone_and_good_ones_on_every_channel_are_handled() {
+    let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    let item = "item_channel";
+    let order = "order_placed";
+    // Poison first, so every claim meets it before the good rows.
+    let bad = [
+        (
+            store(&mut conn, item, r#"{"new": {"id": 1, "n": 1, "label": "x"}}"#),
+            vec!["no `op`"],
+        ),
+        (
+            store(&mut conn, item, r#"{"op": "TRUNCATE", "new": {"id": 1}}"#),
+            vec!["unknown `op`", "TRUNCATE"],
+        ),
+        (
+            store(&mut conn, item, r#"{"op": "UPDATE", "new": {"id": 1, "n": 1, "label": "x"}}"#),
+            vec!["UPDATE has no `old` row"],
+        ),
+        (
+            store(&mut conn, item, r#"{"op": "INSERT", "new": "not an object"}"#),
+            vec!["INSERT has no `new` row"],
+        ),
+        (
+            store(&mut conn, item, r#"{"op": "INSERT", "new": {"id": 2, "n": "abc", "label": "x"}}"#),
+            vec!["column `n`", "integer", "abc"],
+        ),
+        (
+            // A value no client-side JSON parser reads as a number.
+            store(&mut conn, item, r#"{"op": "INSERT", "new": {"id": 3, "n": 1e400, "label": "x"}}"#),
+            vec!["column `n`", "out of range"],
+        ),
+        (
+            store(&mut conn, item, r#"{"op": "INSERT", "new": {"id": 4, "label": "x"}}"#),
+            vec!["`n`", "not in the payload"],
+        ),
+        (
+            store(
+                &mut conn,
+                item,
+                r#"{"op": "INSERT", "new": {"id": 5, "n": 1, "label": "x"}, "context": {"big": 1e400}}"#,
+            ),
+            vec!["context"],
+        ),
+        (store(&mut conn, order, r#"{"app": "x"}"#), vec!["no `message`"]),
+        (
+            store(&mut conn, order, r#"{"message": {"order_id": "seven"}}"#),
+            vec!["order_id"],
+        ),
+        (
+            store(&mut conn, order, r#"{"message": {"order_id": 1e400}}"#),
+            vec!["order_id"],
+        ),
+    ];
+    diesel::sql_query(
+        "INSERT INTO items (n, label) SELECT i, 'item ' || i FROM generate_series(1, 500) AS i",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    for order_id in 0..500 {
+        pgpubsub::notify(&mut conn, &OrderPlaced { order_id }).unwrap();
+    }
+
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()).workers(2));
+    assert!(wait_until(WAIT, || {
+        ITEMS.load(Ordering::SeqCst) == 500 && ORDERS.load(Ordering::SeqCst) == 500
+    }));
+    assert!(wait_until(WAIT, || kept(&mut conn)
+        .iter()
+        .all(|row| row.attempts >= 1)));
+    handle.shutdown().unwrap();
+
+    let kept = kept(&mut conn);
+    assert_eq!(kept.len(), bad.len(), "{kept:#?}");
+    for ((id, fragments), row) in bad.iter().zip(&kept) {
+        assert_eq!(row.id, *id);
+        assert_eq!(row.attempts, 1, "{row:?}");
+        assert!(row.parked, "a permanent error is not retried: {row:?}");
+        let error = row.last_error.as_deref().unwrap_or_default();
+        for fragment in fragments {
+            assert!(error.contains(fragment), "`{fragment}` not in: {error}");
+        }
+    }
+    for row in &kept[4..8] {
+        let error = row.last_error.as_deref().unwrap_or_default();
+        assert!(error.contains(&format!("notification {}", row.id)), "{error}");
+        assert!(error.contains("item_channel"), "{error}");
+    }
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"),
+        bad.len() as i64
+    );
+}
