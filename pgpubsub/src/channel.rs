@@ -1,17 +1,17 @@
 //! Channel traits, implemented by the `#[channel]` and `#[trigger_channel]` attributes.
 
 use diesel::associations::HasTable;
-use diesel::dsl::AsSelect;
+use diesel::dsl::SqlTypeOf;
 use diesel::expression::QueryMetadata;
 use diesel::pg::{Pg, PgMetadataLookup, PgQueryBuilder, PgTypeMetadata};
 use diesel::query_builder::{QueryBuilder, QueryFragment};
 use diesel::query_dsl::LoadQuery;
-use diesel::sql_types::{BigInt, Integer};
+use diesel::sql_types::{BigInt, Integer, Nullable};
 use diesel::{PgConnection, QueryResult, RunQueryDsl, Selectable};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::decode::{DecodedRow, RowsQuery, Side, TypedRows};
+use crate::decode::{Claimed, ClaimedRow, ClaimedSql, DecodedRow, RowsQuery, Side, TypedRows};
 use crate::error::{Error, Result};
 
 /// An application message type, declared with `#[pgpubsub::channel]`.
@@ -66,6 +66,9 @@ pub trait Model: Sized + 'static {
     /// Runs a decode query and loads its rows into the model.
     #[doc(hidden)]
     fn decode_rows(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<DecodedRow>>;
+    /// Runs a claim that decodes and loads its rows into the model.
+    #[doc(hidden)]
+    fn claim_rows(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<ClaimedRow>>;
 }
 
 /// One column of a model's `Selectable` expression.
@@ -103,14 +106,31 @@ impl PgMetadataLookup for BuiltinTypes {
 const JSON_OID: u32 = 114;
 const JSONB_OID: u32 = 3802;
 
+// The loading bounds name the model's row type through its `Selectable`
+// expression, so a model that is not `Selectable` is reported once, by the
+// bound it misses, not again by every bound that depends on it.
 impl<T> Model for T
 where
     T: HasTable + Selectable<Pg> + 'static,
     <T as HasTable>::Table: QueryFragment<Pg>,
     <T as Selectable<Pg>>::SelectExpression: QueryFragment<Pg>,
-    Pg: QueryMetadata<AsSelect<T, Pg>>,
-    for<'a> TypedRows<'a, (BigInt, Integer, AsSelect<T, Pg>)>:
-        LoadQuery<'a, PgConnection, (i64, i32, T)>,
+    Pg: QueryMetadata<SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>>,
+    for<'a> TypedRows<
+        'a,
+        (
+            BigInt,
+            Integer,
+            SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>,
+        ),
+    >: LoadQuery<'a, PgConnection, (i64, i32, T)>,
+    for<'a> TypedRows<
+        'a,
+        (
+            ClaimedSql,
+            Nullable<Integer>,
+            Nullable<SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>>,
+        ),
+    >: LoadQuery<'a, PgConnection, (Claimed, Option<i32>, Option<T>)>,
 {
     fn table_sql() -> Result<String> {
         render::<T, _>(&T::table())
@@ -123,7 +143,10 @@ where
             message: format!("its `Selectable` expression `{sql}` is not a plain list of columns"),
         })?;
         let mut types = Vec::new();
-        <Pg as QueryMetadata<AsSelect<T, Pg>>>::row_metadata(&mut BuiltinTypes, &mut types);
+        <Pg as QueryMetadata<SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>>>::row_metadata(
+            &mut BuiltinTypes,
+            &mut types,
+        );
         Ok(names
             .into_iter()
             .enumerate()
@@ -144,7 +167,11 @@ where
 
     fn decode_rows(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<DecodedRow>> {
         let rows: Vec<(i64, i32, T)> = query
-            .typed::<(BigInt, Integer, AsSelect<T, Pg>)>()
+            .typed::<(
+                BigInt,
+                Integer,
+                SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>,
+            )>()
             .load(conn)?;
         Ok(rows
             .into_iter()
@@ -152,6 +179,26 @@ where
                 key,
                 side: if side == 0 { Side::Old } else { Side::New },
                 row: Box::new(row),
+            })
+            .collect())
+    }
+
+    fn claim_rows(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<ClaimedRow>> {
+        let rows: Vec<(Claimed, Option<i32>, Option<T>)> = query
+            .typed::<(
+                ClaimedSql,
+                Nullable<Integer>,
+                Nullable<SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>>,
+            )>()
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(claimed, side, row)| ClaimedRow {
+                claimed,
+                row: side.map(|side| {
+                    let side = if side == 0 { Side::Old } else { Side::New };
+                    (side, row.map(|row| Box::new(row) as Box<dyn std::any::Any>))
+                }),
             })
             .collect())
     }

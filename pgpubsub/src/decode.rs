@@ -13,15 +13,100 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::marker::PhantomData;
 
+use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
-use diesel::{PgConnection, QueryResult, QueryableByName, RunQueryDsl};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
+use diesel::{PgConnection, QueryResult, Queryable, QueryableByName, RunQueryDsl};
 
 use crate::channel::{ColumnKind, ModelColumn};
 use crate::contract::payload::Payload;
 use crate::contract::{names, queries, quote_ident, quote_literal};
+use crate::event::RawEvent;
 use crate::registry::{ChannelEntry, TriggerSource};
+
+/// One claimed notification: its metadata and the payload's fields as
+/// text (see `queries::claim_fields`, whose order the fields follow).
+#[doc(hidden)]
+#[derive(QueryableByName, Queryable, Debug)]
+pub struct Claimed {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
+    #[diesel(sql_type = Text)]
+    pub(crate) channel: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) db_version: Option<String>,
+    #[diesel(sql_type = Integer)]
+    pub(crate) attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    op: Option<String>,
+    #[diesel(sql_type = Nullable<Array<Text>>)]
+    matched: Option<Vec<String>>,
+    #[diesel(sql_type = Bool)]
+    when_malformed: bool,
+    #[diesel(sql_type = Bool)]
+    has_old: bool,
+    #[diesel(sql_type = Bool)]
+    has_new: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    message: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) context: Option<String>,
+}
+
+/// The SQL type of [`Claimed`]'s columns.
+pub type ClaimedSql = (
+    BigInt,
+    Text,
+    Timestamptz,
+    Nullable<Text>,
+    Integer,
+    Nullable<Text>,
+    Nullable<Array<Text>>,
+    Bool,
+    Bool,
+    Bool,
+    Nullable<Text>,
+    Nullable<Text>,
+);
+
+impl Claimed {
+    pub(crate) fn raw_event(&mut self) -> RawEvent {
+        RawEvent {
+            op: self.op.take(),
+            matched: self.matched.take(),
+            when_malformed: self.when_malformed,
+            has_old: self.has_old,
+            has_new: self.has_new,
+            message: self.message.take(),
+        }
+    }
+}
+
+/// One row of a claim that also decodes: a claimed notification and, when
+/// the payload has a row a handler takes, that row.
+pub struct ClaimedRow {
+    /// The notification.
+    pub claimed: Claimed,
+    /// One decoded row; `None` with a side when every selected column of the
+    /// row is NULL (Diesel cannot tell that from no row: decode it alone).
+    pub row: Option<(Side, Option<Box<dyn Any>>)>,
+}
+
+/// The arguments of a claim (see `queries::NOTIFICATION_CLAIM`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimArgs<'a> {
+    /// The channel.
+    pub channel: &'a str,
+    /// Leave alone what committed before this snapshot.
+    pub snapshot: Option<&'a str>,
+    /// The batch size.
+    pub limit: i64,
+    /// The worker's cursor.
+    pub cursor: i64,
+}
 
 /// Which row of a notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,6 +138,8 @@ impl Side {
 /// Where the payloads of a decode query come from.
 #[derive(Debug, Clone, Copy)]
 pub enum Source<'a> {
+    /// Notifications claimed by the query itself.
+    Claim(ClaimArgs<'a>),
     /// Stored notifications, by id.
     Stored(&'a [i64]),
     /// Payload texts (broadcasts); keys are their positions from 1.
@@ -73,8 +160,14 @@ pub struct DecodedRow {
 /// What goes between two pieces of a query's SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Bind {
-    /// The payloads: ids or texts.
+    /// The payloads: ids or texts; for a claim, the channel.
     Source,
+    /// A claim's snapshot.
+    Snapshot,
+    /// A claim's batch size.
+    Limit,
+    /// A claim's cursor.
+    Cursor,
     /// The table's name, for `::regclass`.
     Table,
 }
@@ -146,9 +239,24 @@ impl<ST> QueryFragment<Pg> for TypedRows<'_, ST> {
             out.push_sql(piece);
             match query.sql.binds.get(index) {
                 Some(Bind::Source) => match &query.source {
+                    Source::Claim(args) => out.push_bind_param::<Text, _>(&args.channel)?,
                     Source::Stored(ids) => out.push_bind_param::<Array<BigInt>, _>(ids)?,
                     Source::Inline(texts) => out.push_bind_param::<Array<Text>, _>(texts)?,
                 },
+                Some(bind @ (Bind::Snapshot | Bind::Limit | Bind::Cursor)) => {
+                    let Source::Claim(args) = &query.source else {
+                        return Err(diesel::result::Error::QueryBuilderError(
+                            "a claim bind in a query that does not claim".into(),
+                        ));
+                    };
+                    match bind {
+                        Bind::Snapshot => {
+                            out.push_bind_param::<Nullable<Text>, _>(&args.snapshot)?
+                        }
+                        Bind::Limit => out.push_bind_param::<BigInt, _>(&args.limit)?,
+                        _ => out.push_bind_param::<BigInt, _>(&args.cursor)?,
+                    }
+                }
                 Some(Bind::Table) => out.push_bind_param::<Text, _>(&query.table)?,
                 None => {}
             }
@@ -165,6 +273,8 @@ pub(crate) struct Plan {
     model: &'static str,
     source: TriggerSource,
     table: String,
+    /// Claims and decodes in one query.
+    claim: Sql,
     /// Decode SQL for stored and inline payloads.
     decode: [Sql; 2],
     /// Diagnostic SQL (which column fails) for stored and inline payloads.
@@ -263,7 +373,9 @@ impl Plan {
         let (old_copies, new_copies) = entry.row_copies();
         let shape = Shape {
             upgrade: source.upgrade,
-            exact: columns.iter().any(|column| column.kind != ColumnKind::Other),
+            exact: columns
+                .iter()
+                .any(|column| column.kind != ColumnKind::Other),
             old_copies,
             new_copies,
         };
@@ -282,6 +394,7 @@ impl Plan {
                 ),
             )
         });
+        let claim = shape.claim(&table, &select, copies);
         let check = [false, true].map(|inline| {
             shape.query(
                 inline,
@@ -322,6 +435,7 @@ impl Plan {
             model: source.model,
             source,
             table,
+            claim,
             decode,
             check,
             absent,
@@ -334,6 +448,39 @@ impl Plan {
     /// True when some handler takes a row.
     pub(crate) fn needs_rows(&self) -> bool {
         self.old_copies > 0 || self.new_copies > 0
+    }
+
+    /// Claims a batch and decodes its rows in one query. Any failure, in the
+    /// database (which aborts the transaction) or in Diesel, means: roll
+    /// back, claim again and decode under savepoints.
+    pub(crate) fn claim(
+        &self,
+        conn: &mut PgConnection,
+        args: ClaimArgs<'_>,
+    ) -> QueryResult<Vec<ClaimedRow>> {
+        let query = RowsQuery {
+            sql: &self.claim,
+            source: Source::Claim(args),
+            table: &self.table,
+        };
+        self.with_interval_style(conn, |conn| (self.source.claim)(conn, &query))
+    }
+
+    fn with_interval_style<T>(
+        &self,
+        conn: &mut PgConnection,
+        run: impl FnOnce(&mut PgConnection) -> QueryResult<T>,
+    ) -> QueryResult<T> {
+        if !self.interval {
+            return run(conn);
+        }
+        let previous =
+            diesel::sql_query(queries::INTERVAL_STYLE_SET).get_result::<Setting>(conn)?;
+        let result = run(conn);
+        diesel::sql_query(queries::INTERVAL_STYLE_RESTORE)
+            .bind::<Text, _>(&previous.value)
+            .execute(conn)?;
+        result
     }
 
     fn query<'a>(&'a self, sql: &'a [Sql; 2], source: Source<'a>) -> RowsQuery<'a> {
@@ -454,7 +601,7 @@ impl Plan {
 
 fn describe_key(source: Source<'_>, key: i64) -> String {
     match source {
-        Source::Stored(_) => key.to_string(),
+        Source::Stored(_) | Source::Claim(_) => key.to_string(),
         Source::Inline(_) => "(broadcast)".to_owned(),
     }
 }
@@ -522,6 +669,92 @@ struct Shape<'a> {
 }
 
 impl Shape<'_> {
+    /// Claims a batch and decodes it: one row per notification and decoded
+    /// row, or one with a NULL side when the payload has no row a handler
+    /// takes (or the rows are malformed, which validation reports).
+    fn claim(&self, table: &str, select: &str, copies: &str) -> Sql {
+        let mut sql = Sql::default();
+        sql.push(&format!(
+            "WITH c AS MATERIALIZED (SELECT * FROM {}(",
+            names::NOTIFICATION_CLAIM_FN
+        ))
+        .bind(Bind::Source)
+        .push(", ")
+        .bind(Bind::Snapshot)
+        .push(", ")
+        .bind(Bind::Limit)
+        .push(", ")
+        .bind(Bind::Cursor)
+        .push(
+            ")),\nd AS MATERIALIZED (SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb) AS m\n    \
+             FROM pg_attribute AS a WHERE a.attrelid = ",
+        )
+        .bind(Bind::Table)
+        .push(&format!(
+            "::regclass AND a.atthasmissing AND NOT a.attisdropped)\n\
+             SELECT {fields}, x.*\nFROM c CROSS JOIN d\nLEFT JOIN LATERAL (\n  SELECT s.side, {select}\n  FROM (",
+            fields = queries::claim_fields("c"),
+        ));
+        self.sides(
+            &mut sql,
+            |sql, key, exact| {
+                sql.push(&format!(
+                    "SELECT c.id AS k, c.payload -> {key} AS j, {exact} AS t, c.db_version AS v \
+                 WHERE jsonb_typeof(c.payload -> {key}) = 'object'"
+                ));
+            },
+            "c.payload",
+        );
+        sql.push(&format!(
+            "\n  ) AS s\n  CROSS JOIN LATERAL (SELECT CASE WHEN d.m = '{{}}'::jsonb THEN u.j ELSE d.m || u.j END AS j\n      \
+             FROM (SELECT {hooked} AS j) AS u) AS h\n  \
+             CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, h.j) AS r{copies}\n) AS x ON true\nORDER BY c.id",
+            hooked = self.hooked(),
+        ));
+        sql
+    }
+
+    /// The rows `s` of each side a handler takes: `(k, side, copies, j, t, v)`.
+    fn sides(&self, sql: &mut Sql, mut from: impl FnMut(&mut Sql, &str, &str), payload: &str) {
+        let sides: Vec<(i32, &str, &str, i32)> = [
+            (0, Payload::OLD, Payload::OLD_EXACT, self.old_copies),
+            (1, Payload::NEW, Payload::NEW_EXACT, self.new_copies),
+        ]
+        .into_iter()
+        .filter(|side| side.3 > 0)
+        .collect();
+        if sides.is_empty() {
+            sql.push(
+                "SELECT 0::bigint AS k, 0 AS side, 0 AS copies, NULL::jsonb AS j, NULL::jsonb AS t, NULL::text AS v WHERE false",
+            );
+        }
+        for (index, (code, key, exact_key, copies)) in sides.iter().enumerate() {
+            if index > 0 {
+                sql.push("\n    UNION ALL\n");
+            }
+            let key = quote_literal(key);
+            let exact = if self.exact {
+                format!("{payload} -> {}", quote_literal(exact_key))
+            } else {
+                "NULL::jsonb".to_owned()
+            };
+            sql.push(&format!(
+                "\n    SELECT w.k, {code} AS side, {copies} AS copies, w.j, w.t, w.v FROM ("
+            ));
+            from(sql, &key, &exact);
+            sql.push(") AS w");
+        }
+    }
+
+    fn hooked(&self) -> String {
+        match self.upgrade {
+            Some(expression) => format!(
+                "(SELECT ({expression}) FROM (SELECT s.j AS row_json, s.v AS db_version) AS upgrade_input)"
+            ),
+            None => "s.j".to_owned(),
+        }
+    }
+
     /// `head FROM <rows> … tail`, where the rows `s` are (`k` the
     /// notification id or payload position, `side`, `copies`, `j` the row
     /// object, `t` its exact texts, `v` the writer's db_version), one per
@@ -532,54 +765,29 @@ impl Shape<'_> {
     fn query(&self, inline: bool, head: &str, tail: &str) -> Sql {
         let mut sql = Sql::default();
         sql.push(head).push("\nFROM (");
-        let sides: Vec<(i32, &str, &str, i32)> = [
-            (0, Payload::OLD, Payload::OLD_EXACT, self.old_copies),
-            (1, Payload::NEW, Payload::NEW_EXACT, self.new_copies),
-        ]
-        .into_iter()
-        .filter(|side| side.3 > 0)
-        .collect();
-        for (index, (code, key, exact_key, copies)) in sides.iter().enumerate() {
-            if index > 0 {
-                sql.push("\n    UNION ALL\n");
-            }
-            let key = quote_literal(key);
-            let exact = if self.exact {
-                format!("src.p -> {}", quote_literal(exact_key))
-            } else {
-                "NULL::jsonb".to_owned()
-            };
-            sql.push(&format!(
-                "\n    SELECT src.k, {code} AS side, {copies} AS copies, src.p -> {key} AS j, {exact} AS t, src.v\n    FROM ("
-            ));
-            if inline {
-                sql.push("SELECT t.k, t.p::jsonb AS p, NULL::text AS v FROM unnest(")
-                    .bind(Bind::Source)
-                    .push("::text[]) WITH ORDINALITY AS t(p, k)");
-            } else {
+        self.sides(
+            &mut sql,
+            |sql, key, exact| {
                 sql.push(&format!(
-                    "SELECT n.id AS k, n.payload AS p, n.db_version AS v FROM {} AS n WHERE n.id = ANY(",
-                    names::NOTIFICATION_TABLE
-                ))
-                .bind(Bind::Source)
-                .push("::bigint[])");
-            }
-            sql.push(&format!(
-                ") AS src\n    WHERE jsonb_typeof(src.p -> {key}) = 'object'"
-            ));
-        }
-        if sides.is_empty() {
-            // Nothing to read: an empty set of the same shape.
-            sql.push(
-                "SELECT 0::bigint AS k, 0 AS side, 0 AS copies, NULL::jsonb AS j, NULL::jsonb AS t, NULL::text AS v WHERE false",
-            );
-        }
-        let hooked = match self.upgrade {
-            Some(expression) => format!(
-                "(SELECT ({expression}) FROM (SELECT s.j AS row_json, s.v AS db_version) AS upgrade_input)"
-            ),
-            None => "s.j".to_owned(),
-        };
+                    "SELECT src.k, src.p -> {key} AS j, {exact} AS t, src.v FROM ("
+                ));
+                if inline {
+                    sql.push("SELECT t.k, t.p::jsonb AS p, NULL::text AS v FROM unnest(")
+                        .bind(Bind::Source)
+                        .push("::text[]) WITH ORDINALITY AS t(p, k)");
+                } else {
+                    sql.push(&format!(
+                        "SELECT n.id AS k, n.payload AS p, n.db_version AS v FROM {} AS n WHERE n.id = ANY(",
+                        names::NOTIFICATION_TABLE
+                    ))
+                    .bind(Bind::Source)
+                    .push("::bigint[])");
+                }
+                sql.push(&format!(") AS src WHERE jsonb_typeof(src.p -> {key}) = 'object'"));
+            },
+            "src.p",
+        );
+        let hooked = self.hooked();
         sql.push(
             "\n) AS s\nCROSS JOIN (SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb) AS m\n    \
              FROM pg_attribute AS a WHERE a.attrelid = ",

@@ -120,6 +120,12 @@ impl Event {
         }
     }
 
+    /// Drops the rows handed so far (to decode them again).
+    pub(crate) fn clear_rows(&mut self) {
+        self.old.clear();
+        self.new.clear();
+    }
+
     /// Hands the event one decoded row for a handler.
     pub(crate) fn push_row(&mut self, side: Side, row: Box<dyn Any>) {
         match side {

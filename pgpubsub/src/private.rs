@@ -24,6 +24,7 @@ pub const fn trigger_source<M: Model>(
         table_sql: M::table_sql,
         columns: M::columns,
         decode: M::decode_rows,
+        claim: M::claim_rows,
         upgrade,
     }
 }

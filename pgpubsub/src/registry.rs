@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use diesel::PgConnection;
 
 use crate::channel::ModelColumn;
-use crate::decode::{DecodedRow, RowsQuery};
+use crate::decode::{ClaimedRow, DecodedRow, RowsQuery};
 use crate::error::{Error, Result};
 use crate::event::Invocation;
 
@@ -81,6 +81,9 @@ pub enum ChannelSource {
 /// Runs a decode query and loads its rows into the channel's model.
 pub type DecodeRows = fn(&mut PgConnection, &RowsQuery<'_>) -> diesel::QueryResult<Vec<DecodedRow>>;
 
+/// Claims a batch and loads its decoded rows into the channel's model.
+pub type ClaimRows = fn(&mut PgConnection, &RowsQuery<'_>) -> diesel::QueryResult<Vec<ClaimedRow>>;
+
 /// The table behind a trigger channel.
 #[derive(Debug, Clone, Copy)]
 pub struct TriggerSource {
@@ -92,6 +95,8 @@ pub struct TriggerSource {
     pub columns: fn() -> Result<Vec<ModelColumn>>,
     /// Loads decoded rows into the model.
     pub decode: DecodeRows,
+    /// Claims and loads decoded rows into the model.
+    pub claim: ClaimRows,
     /// The channel's upgrade hook: a SQL expression over `row_json` (jsonb)
     /// and `db_version` (text) giving the row to decode.
     pub upgrade: Option<&'static str>,

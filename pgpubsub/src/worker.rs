@@ -6,16 +6,15 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use diesel::connection::Connection;
-use diesel::sql_types::{Array, BigInt, Bool, Double, Int4, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Double, Nullable, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::Value;
 
 use crate::context::Context;
 use crate::contract::payload::Payload;
 use crate::contract::{names, queries as sql, schema};
-use crate::decode::{error_chain, Plans, Source};
+use crate::decode::{error_chain, ClaimArgs, Claimed, ClaimedRow, Plans, Side, Source};
 use crate::error::{redact_url, Error, Result};
 use crate::event::{Event, HandlerError, RawEvent};
 use crate::executor::{execute, AttemptError};
@@ -101,49 +100,6 @@ pub(crate) fn current_snapshot(conn: &mut PgConnection) -> Result<String> {
         .get_result::<Snapshot>(conn)
         .map(|row| row.snapshot)
         .map_err(Error::query("reading the current snapshot"))
-}
-
-/// One claimed notification: its metadata and the payload's fields as
-/// text (see `queries::NOTIFICATION_CLAIM`).
-#[derive(QueryableByName, Debug)]
-pub(crate) struct Claimed {
-    #[diesel(sql_type = BigInt)]
-    pub(crate) id: i64,
-    #[diesel(sql_type = Text)]
-    pub(crate) channel: String,
-    #[diesel(sql_type = Timestamptz)]
-    pub(crate) created_at: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub(crate) db_version: Option<String>,
-    #[diesel(sql_type = Int4)]
-    pub(crate) attempts: i32,
-    #[diesel(sql_type = Nullable<Text>)]
-    op: Option<String>,
-    #[diesel(sql_type = Nullable<Array<Text>>)]
-    matched: Option<Vec<String>>,
-    #[diesel(sql_type = Bool)]
-    when_malformed: bool,
-    #[diesel(sql_type = Bool)]
-    has_old: bool,
-    #[diesel(sql_type = Bool)]
-    has_new: bool,
-    #[diesel(sql_type = Nullable<Text>)]
-    message: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    context: Option<String>,
-}
-
-impl Claimed {
-    fn raw_event(&mut self) -> RawEvent {
-        RawEvent {
-            op: self.op.take(),
-            matched: self.matched.take(),
-            when_malformed: self.when_malformed,
-            has_old: self.has_old,
-            has_new: self.has_new,
-            message: self.message.take(),
-        }
-    }
 }
 
 #[derive(QueryableByName)]
@@ -338,17 +294,73 @@ fn claim_batch(
             known: Vec::new(),
         }));
     };
+    let plan = plans.get(conn, entry);
+    // Trigger channels whose handlers take rows claim and decode in one
+    // query; when that fails, the batch is claimed again and decoded under
+    // savepoints, one notification at a time if need be.
+    let fast = match plan {
+        Some(Ok(plan)) if plan.needs_rows() && !careful => Some(plan),
+        _ => None,
+    };
+    let args = ClaimArgs {
+        channel,
+        snapshot: shared.skip_committed_before.as_deref(),
+        limit: shared.config.batch_size,
+        cursor,
+    };
     conn.transaction(|conn| {
-        let mut claimed: Vec<Claimed> = diesel::sql_query(sql::NOTIFICATION_CLAIM)
-            .bind::<Text, _>(channel)
-            .bind::<Nullable<Text>, _>(shared.skip_committed_before.as_deref())
-            .bind::<BigInt, _>(shared.config.batch_size)
-            .bind::<BigInt, _>(cursor)
-            .load(conn)
-            .map_err(Error::query("claiming notifications"))?;
-        let mut prepared: Vec<Prepared> =
-            claimed.iter_mut().map(|row| prepare(entry, row)).collect();
-        decode_stored(conn, plans, entry, &claimed, &mut prepared, careful)?;
+        let (mut claimed, decoded) = match fast {
+            Some(plan) => match plan.claim(conn, args) {
+                Ok(rows) => {
+                    let (claimed, decoded) = group_claimed(rows);
+                    (claimed, Some(decoded))
+                }
+                Err(err) => {
+                    tracing::debug!(error = %error_chain(&err), "claim with decode failed; claiming again under savepoints");
+                    return Err(BatchError::Careful);
+                }
+            },
+            None => {
+                let claimed: Vec<Claimed> = diesel::sql_query(sql::NOTIFICATION_CLAIM.as_str())
+                    .bind::<Text, _>(args.channel)
+                    .bind::<Nullable<Text>, _>(args.snapshot)
+                    .bind::<BigInt, _>(args.limit)
+                    .bind::<BigInt, _>(args.cursor)
+                    .load(conn)
+                    .map_err(Error::query("claiming notifications"))?;
+                (claimed, None)
+            }
+        };
+        let mut prepared: Vec<Prepared> = claimed
+            .iter_mut()
+            .map(|row| prepare(entry, row))
+            .collect();
+        match (decoded, fast) {
+            (Some(decoded), Some(plan)) => {
+                let index = positions(&claimed, &prepared);
+                let mut redo = Vec::new();
+                for (id, side, row) in decoded {
+                    match row {
+                        Some(row) => distribute_one(&index, &mut prepared, id, side, row),
+                        // Every selected column NULL: Diesel cannot tell the
+                        // row from none; decode this notification alone.
+                        None => redo.push(id),
+                    }
+                }
+                if !redo.is_empty() {
+                    redo.dedup();
+                    for id in &redo {
+                        if let Some(Ok((event, _))) = index.get(id).map(|&at| &mut prepared[at]) {
+                            event.clear_rows();
+                        }
+                    }
+                    let subset: Vec<&Claimed> =
+                        claimed.iter().filter(|row| redo.contains(&row.id)).collect();
+                    decode_each(conn, plan, &subset, &index, &mut prepared);
+                }
+            }
+            _ => decode_stored(conn, plan, entry, &claimed, &mut prepared, careful)?,
+        }
         let mut completed = Vec::with_capacity(claimed.len());
         let mut failed = 0;
         for (row, prepared) in claimed.iter().zip(prepared) {
@@ -415,13 +427,13 @@ fn prepare(entry: &ChannelEntry, row: &mut Claimed) -> Prepared {
 /// its own, and one that fails carries the error naming its column.
 fn decode_stored(
     conn: &mut PgConnection,
-    plans: &mut Plans,
+    plan: Option<&std::result::Result<crate::decode::Plan, String>>,
     entry: &ChannelEntry,
     claimed: &[Claimed],
     prepared: &mut [Prepared],
     careful: bool,
 ) -> Result<(), BatchError> {
-    let Some(plan) = plans.get(conn, entry) else {
+    let Some(plan) = plan else {
         return Ok(());
     };
     let plan = match plan {
@@ -439,12 +451,7 @@ fn decode_stored(
     if !plan.needs_rows() {
         return Ok(());
     }
-    let index: HashMap<i64, usize> = claimed
-        .iter()
-        .enumerate()
-        .filter(|(position, _)| prepared[*position].is_ok())
-        .map(|(position, row)| (row.id, position))
-        .collect();
+    let index = positions(claimed, prepared);
     if index.is_empty() {
         return Ok(());
     }
@@ -470,19 +477,77 @@ fn decode_stored(
         Err(err) => err,
     };
     tracing::debug!(error = %error_chain(&failure), "batch decode failed; decoding each notification");
-    for id in ids {
-        let single = [id];
+    let subset: Vec<&Claimed> = claimed
+        .iter()
+        .filter(|row| index.contains_key(&row.id))
+        .collect();
+    decode_each(conn, plan, &subset, &index, prepared);
+    Ok(())
+}
+
+/// Decodes each of `claimed` on its own, under a savepoint; one that fails
+/// carries the error naming its column.
+fn decode_each(
+    conn: &mut PgConnection,
+    plan: &crate::decode::Plan,
+    claimed: &[&Claimed],
+    index: &HashMap<i64, usize>,
+    prepared: &mut [Prepared],
+) {
+    for row in claimed {
+        let single = [row.id];
         match conn.transaction(|conn| plan.decode(conn, Source::Stored(&single))) {
-            Ok(rows) => distribute(rows, &index, prepared),
+            Ok(rows) => distribute(rows, index, prepared),
             Err(err) => {
-                let message = plan.explain(conn, Source::Stored(&single), id, &err);
-                if let Some(&position) = index.get(&id) {
+                let message = plan.explain(conn, Source::Stored(&single), row.id, &err);
+                if let Some(&position) = index.get(&row.id) {
                     prepared[position] = Err(HandlerError::decode(message));
                 }
             }
         }
     }
-    Ok(())
+}
+
+/// Where each claimed notification that is still good sits in the batch.
+fn positions(claimed: &[Claimed], prepared: &[Prepared]) -> HashMap<i64, usize> {
+    claimed
+        .iter()
+        .enumerate()
+        .filter(|(position, _)| prepared[*position].is_ok())
+        .map(|(position, row)| (row.id, position))
+        .collect()
+}
+
+/// A decoded row of a claim: notification, side, value (`None`: all NULL).
+type ClaimDecoded = (i64, Side, Option<Box<dyn std::any::Any>>);
+
+/// A claim-and-decode result as the claimed notifications, in claim order,
+/// and their decoded rows.
+fn group_claimed(rows: Vec<ClaimedRow>) -> (Vec<Claimed>, Vec<ClaimDecoded>) {
+    let mut claimed: Vec<Claimed> = Vec::with_capacity(rows.len());
+    let mut decoded = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = row.claimed.id;
+        if claimed.last().map_or(true, |last| last.id != id) {
+            claimed.push(row.claimed);
+        }
+        if let Some((side, value)) = row.row {
+            decoded.push((id, side, value));
+        }
+    }
+    (claimed, decoded)
+}
+
+fn distribute_one(
+    index: &HashMap<i64, usize>,
+    prepared: &mut [Prepared],
+    id: i64,
+    side: Side,
+    row: Box<dyn std::any::Any>,
+) {
+    if let Some(Ok((event, _))) = index.get(&id).map(|&position| &mut prepared[position]) {
+        event.push_row(side, row);
+    }
 }
 
 fn distribute(
@@ -491,9 +556,7 @@ fn distribute(
     prepared: &mut [Prepared],
 ) {
     for row in rows {
-        if let Some(Ok((event, _))) = index.get(&row.key).map(|&position| &mut prepared[position]) {
-            event.push_row(row.side, row.row);
-        }
+        distribute_one(index, prepared, row.key, row.side, row.row);
     }
 }
 

@@ -50,7 +50,8 @@ fn order_placed(msg: OrderPlaced) {
     ORDERS.fetch_add(1, Ordering::SeqCst);
 }
 
-const SCHEMA: &str = "CREATE TABLE items (id bigserial PRIMARY KEY, n integer NOT NULL, label text NOT NULL);";
+const SCHEMA: &str =
+    "CREATE TABLE items (id bigserial PRIMARY KEY, n integer NOT NULL, label text NOT NULL);";
 
 #[derive(QueryableByName, Debug)]
 struct Kept {
@@ -99,7 +100,11 @@ fn bad_payloads_fail_alone_and_good_ones_on_every_channel_are_handled() {
     // Poison first, so every claim meets it before the good rows.
     let bad = [
         (
-            store(&mut conn, item, r#"{"new": {"id": 1, "n": 1, "label": "x"}}"#),
+            store(
+                &mut conn,
+                item,
+                r#"{"new": {"id": 1, "n": 1, "label": "x"}}"#,
+            ),
             vec!["no `op`"],
         ),
         (
@@ -107,24 +112,44 @@ fn bad_payloads_fail_alone_and_good_ones_on_every_channel_are_handled() {
             vec!["unknown `op`", "TRUNCATE"],
         ),
         (
-            store(&mut conn, item, r#"{"op": "UPDATE", "new": {"id": 1, "n": 1, "label": "x"}}"#),
+            store(
+                &mut conn,
+                item,
+                r#"{"op": "UPDATE", "new": {"id": 1, "n": 1, "label": "x"}}"#,
+            ),
             vec!["UPDATE has no `old` row"],
         ),
         (
-            store(&mut conn, item, r#"{"op": "INSERT", "new": "not an object"}"#),
+            store(
+                &mut conn,
+                item,
+                r#"{"op": "INSERT", "new": "not an object"}"#,
+            ),
             vec!["INSERT has no `new` row"],
         ),
         (
-            store(&mut conn, item, r#"{"op": "INSERT", "new": {"id": 2, "n": "abc", "label": "x"}}"#),
+            store(
+                &mut conn,
+                item,
+                r#"{"op": "INSERT", "new": {"id": 2, "n": "abc", "label": "x"}}"#,
+            ),
             vec!["column `n`", "integer", "abc"],
         ),
         (
             // A value no client-side JSON parser reads as a number.
-            store(&mut conn, item, r#"{"op": "INSERT", "new": {"id": 3, "n": 1e400, "label": "x"}}"#),
+            store(
+                &mut conn,
+                item,
+                r#"{"op": "INSERT", "new": {"id": 3, "n": 1e400, "label": "x"}}"#,
+            ),
             vec!["column `n`", "out of range"],
         ),
         (
-            store(&mut conn, item, r#"{"op": "INSERT", "new": {"id": 4, "label": "x"}}"#),
+            store(
+                &mut conn,
+                item,
+                r#"{"op": "INSERT", "new": {"id": 4, "label": "x"}}"#,
+            ),
             vec!["`n`", "not in the payload"],
         ),
         (
@@ -135,7 +160,10 @@ fn bad_payloads_fail_alone_and_good_ones_on_every_channel_are_handled() {
             ),
             vec!["context"],
         ),
-        (store(&mut conn, order, r#"{"app": "x"}"#), vec!["no `message`"]),
+        (
+            store(&mut conn, order, r#"{"app": "x"}"#),
+            vec!["no `message`"],
+        ),
         (
             store(&mut conn, order, r#"{"message": {"order_id": "seven"}}"#),
             vec!["order_id"],
@@ -176,7 +204,10 @@ fn bad_payloads_fail_alone_and_good_ones_on_every_channel_are_handled() {
     }
     for row in &kept[4..8] {
         let error = row.last_error.as_deref().unwrap_or_default();
-        assert!(error.contains(&format!("notification {}", row.id)), "{error}");
+        assert!(
+            error.contains(&format!("notification {}", row.id)),
+            "{error}"
+        );
         assert!(error.contains("item_channel"), "{error}");
     }
     assert_eq!(

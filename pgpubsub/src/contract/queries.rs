@@ -7,27 +7,41 @@
 //! `jsonb_populate_record`, so a payload no client-side JSON parser accepts
 //! cannot fail a claim.
 
+use std::sync::LazyLock;
+
+/// The fields a claim returns per notification, from the claimed row
+/// `row`: its metadata and the payload's fields as text, never the payload:
+/// `op`, the `when` list (NULL when absent, `when_malformed` when not an
+/// array), whether `old`/`new` are objects, the message and context JSON
+/// text. The order is `decode::Claimed`'s.
+pub(crate) fn claim_fields(row: &str) -> String {
+    format!(
+        "{row}.id, {row}.channel, {row}.created_at, {row}.db_version, {row}.attempts, \
+         {row}.payload ->> 'op' AS op, \
+         CASE WHEN jsonb_typeof({row}.payload -> 'when') = 'array' \
+              THEN ARRAY(SELECT jsonb_array_elements_text({row}.payload -> 'when')) END AS matched, \
+         COALESCE({row}.payload ? 'when' AND jsonb_typeof({row}.payload -> 'when') <> 'array', false) AS when_malformed, \
+         COALESCE(jsonb_typeof({row}.payload -> 'old') = 'object', false) AS has_old, \
+         COALESCE(jsonb_typeof({row}.payload -> 'new') = 'object', false) AS has_new, \
+         ({row}.payload -> 'message')::text AS message, \
+         ({row}.payload -> 'context')::text AS context"
+    )
+}
+
 /// Claims up to `$3` available notifications of channel `$1` with ids above
 /// `$4` (the worker's cursor), oldest first, skipping rows other workers
 /// hold. `$2`, when not NULL, is the snapshot taken when a listener without
 /// recovery started: rows committed before it (visible in it) are left alone.
 /// The query lives in the SQL function (see the schema) so it can pin its
-/// plan to the ordered index scan.
-///
-/// Per row it returns the payload's fields as text, never the payload: `op`,
-/// the `when` list (NULL when absent, `when_malformed` when not an array),
-/// whether `old`/`new` are objects, the message and context JSON text.
-pub(crate) const NOTIFICATION_CLAIM: &str = "\
-SELECT id, channel, created_at, db_version, attempts, \
-       payload ->> 'op' AS op, \
-       CASE WHEN jsonb_typeof(payload -> 'when') = 'array' \
-            THEN ARRAY(SELECT jsonb_array_elements_text(payload -> 'when')) END AS matched, \
-       COALESCE(payload ? 'when' AND jsonb_typeof(payload -> 'when') <> 'array', false) AS when_malformed, \
-       COALESCE(jsonb_typeof(payload -> 'old') = 'object', false) AS has_old, \
-       COALESCE(jsonb_typeof(payload -> 'new') = 'object', false) AS has_new, \
-       (payload -> 'message')::text AS message, \
-       (payload -> 'context')::text AS context \
-FROM pgpubsub_notification_claim($1, $2, $3, $4)";
+/// plan to the ordered index scan. Trigger channels whose handlers take rows
+/// claim and decode in one query instead (`decode::Plan`).
+pub(crate) static NOTIFICATION_CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM {}($1, $2, $3, $4) AS c",
+        claim_fields("c"),
+        super::names::NOTIFICATION_CLAIM_FN
+    )
+});
 
 /// Removes handled notifications `$1` (in the claiming transaction).
 pub(crate) const NOTIFICATION_COMPLETE: &str =
