@@ -124,9 +124,49 @@ pub fn render(entry: &ChannelEntry) -> Result<Option<TriggerSql>> {
             new = object("NEW"),
         )
     };
+    // A `json` value need not be valid `jsonb` (`\u0000`, huge numbers),
+    // so `to_jsonb` of a row holding one would fail the writer's statement:
+    // such columns are blanked in a copy of the row before `to_jsonb` and
+    // travel only as their exact text in `*_exact`.
+    let json_columns: Vec<&str> = columns
+        .iter()
+        .filter(|column| matches!(column.kind, ColumnKind::Json | ColumnKind::JsonArray))
+        .map(|column| column.name.as_str())
+        .collect();
+    let (old_row, new_row) = if json_columns.is_empty() {
+        ("to_jsonb(OLD)".to_owned(), "to_jsonb(NEW)".to_owned())
+    } else {
+        if declare.is_empty() {
+            declare.push_str("DECLARE\n");
+        }
+        let _ = write!(
+            declare,
+            "    v_old {table}%ROWTYPE;\n    v_new {table}%ROWTYPE;\n"
+        );
+        for (row, skip) in [("OLD", "INSERT"), ("NEW", "DELETE")] {
+            let var = if row == "OLD" { "v_old" } else { "v_new" };
+            let blanks: String = json_columns
+                .iter()
+                .map(|column| format!(" {var}.{} := NULL;", quote_ident(column)))
+                .collect();
+            let _ = writeln!(
+                body,
+                "    IF TG_OP <> '{skip}' THEN\n        {var} := {row};{blanks}\n    END IF;"
+            );
+        }
+        let keys = json_columns
+            .iter()
+            .map(|column| quote_literal(column))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (
+            format!("CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE to_jsonb(v_old) - ARRAY[{keys}]::text[] END"),
+            format!("CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE to_jsonb(v_new) - ARRAY[{keys}]::text[] END"),
+        )
+    };
     let _ = write!(
         body,
-        "    PERFORM {send}({channel}, {lock}, jsonb_build_object(\n        {app_key}, {app},\n        {model_key}, {model},\n        {op_key}, TG_OP,\n        {old_key}, to_jsonb(OLD),\n        {new_key}, to_jsonb(NEW){exact_fields}{when_field}));\n    RETURN NULL;\n",
+        "    PERFORM {send}({channel}, {lock}, jsonb_build_object(\n        {app_key}, {app},\n        {model_key}, {model},\n        {op_key}, TG_OP,\n        {old_key}, {old_row},\n        {new_key}, {new_row}{exact_fields}{when_field}));\n    RETURN NULL;\n",
         send = names::NOTIFICATION_SEND_FN,
         channel = quote_literal(entry.def.name),
         lock = entry.def.lock_notifications,
@@ -138,10 +178,17 @@ pub fn render(entry: &ChannelEntry) -> Result<Option<TriggerSql>> {
         old_key = quote_literal(Payload::OLD),
         new_key = quote_literal(Payload::NEW),
     );
+    // The row's text must not depend on the writer's session: `to_jsonb`
+    // writes floats, intervals and the elements of ranges with the session's
+    // output settings. Fixed here, the listener reads them back exactly.
     let create = format!(
         "-- Channel `{channel}` ({type_path}): {events} on {table_comment}.\n\
          CREATE OR REPLACE FUNCTION {function}() RETURNS trigger\n\
-         LANGUAGE plpgsql AS $pgpubsub$\n\
+         LANGUAGE plpgsql\n\
+         SET DateStyle TO 'ISO, YMD'\n\
+         SET IntervalStyle TO 'postgres'\n\
+         SET extra_float_digits TO 1\n\
+         AS $pgpubsub$\n\
          {declare}BEGIN\n{body}END;\n$pgpubsub$;\n\
          DROP TRIGGER IF EXISTS {trigger} ON {table};\n\
          CREATE TRIGGER {trigger} AFTER {events} ON {table}\n    FOR EACH ROW EXECUTE FUNCTION {function}();\n",

@@ -89,6 +89,10 @@ pub enum ColumnKind {
     Json,
     /// `jsonb`.
     Jsonb,
+    /// `json[]`.
+    JsonArray,
+    /// `jsonb[]`.
+    JsonbArray,
     /// Every other type.
     Other,
 }
@@ -105,6 +109,8 @@ impl PgMetadataLookup for BuiltinTypes {
 
 const JSON_OID: u32 = 114;
 const JSONB_OID: u32 = 3802;
+const JSON_ARRAY_OID: u32 = 199;
+const JSONB_ARRAY_OID: u32 = 3807;
 
 // The loading bounds name the model's row type through its `Selectable`
 // expression, so a model that is not `Selectable` is reported once, by the
@@ -158,6 +164,8 @@ where
                 let kind = match oid {
                     Some(JSON_OID) => ColumnKind::Json,
                     Some(JSONB_OID) => ColumnKind::Jsonb,
+                    Some(JSON_ARRAY_OID) => ColumnKind::JsonArray,
+                    Some(JSONB_ARRAY_OID) => ColumnKind::JsonbArray,
                     _ => ColumnKind::Other,
                 };
                 ModelColumn { name, kind }

@@ -643,6 +643,8 @@ fn select_list(columns: &[ModelColumn], upgraded: bool) -> String {
             let cast = match column.kind {
                 ColumnKind::Json => "json",
                 ColumnKind::Jsonb => "jsonb",
+                ColumnKind::JsonArray => "json[]",
+                ColumnKind::JsonbArray => "jsonb[]",
                 ColumnKind::Other => return format!("r.{ident} AS {ident}"),
             };
             let untouched = if upgraded {
