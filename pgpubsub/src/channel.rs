@@ -78,7 +78,42 @@ pub struct ModelColumn {
     pub name: String,
     /// What the decoder must know about its type.
     pub kind: ColumnKind,
+    /// True when the type's JSON form is the same under every session
+    /// setting (integers, numeric, text, bool, bytea, uuid, dates and
+    /// timestamps, network types, json): a row of only such columns needs
+    /// no fixed output settings in its trigger.
+    pub settings_free: bool,
 }
+
+/// The built-in types whose `to_jsonb` form does not depend on the
+/// writer's session (`DateStyle`, `IntervalStyle`, `extra_float_digits`,
+/// `lc_monetary`), with their array types.
+const SETTINGS_FREE_OIDS: &[u32] = &[
+    16, 1000, // bool
+    17, 1001, // bytea
+    18, 1002, // "char"
+    19, 1003, // name
+    20, 1016, // int8
+    21, 1005, // int2
+    23, 1007, // int4
+    25, 1009, // text
+    26, 1028, // oid
+    114, 199, // json
+    650, 651, // cidr
+    774, 775, // macaddr8
+    829, 1040, // macaddr
+    869, 1041, // inet
+    1042, 1014, // bpchar
+    1043, 1015, // varchar
+    1082, 1182, // date (JSON writes ISO dates)
+    1083, 1183, // time
+    1114, 1115, // timestamp
+    1184, 1185, // timestamptz
+    1266, 1270, // timetz
+    1700, 1231, // numeric
+    2950, 2951, // uuid
+    3802, 3807, // jsonb
+];
 
 /// The column types the decoder treats apart: `to_jsonb` normalizes `json`
 /// text and turns a JSON `null` into the same `null` as SQL `NULL`, so the
@@ -168,7 +203,11 @@ where
                     Some(JSONB_ARRAY_OID) => ColumnKind::JsonbArray,
                     _ => ColumnKind::Other,
                 };
-                ModelColumn { name, kind }
+                ModelColumn {
+                    name,
+                    kind,
+                    settings_free: oid.is_some_and(|oid| SETTINGS_FREE_OIDS.contains(&oid)),
+                }
             })
             .collect())
     }
