@@ -300,3 +300,103 @@ fn trigger_sql_snapshot() {
     let sql = pgpubsub_diesel::trigger::render(entry).unwrap().unwrap();
     insta::assert_snapshot!(sql.create);
 }
+
+diesel::table! {
+    /// A table whose name carries a newline and SQL, as a hostile schema
+    /// could: the generated migration must keep it inside identifiers.
+    #[sql_name = "evil\nDROP TABLE victims; --"]
+    evil (id) {
+        id -> BigInt,
+    }
+}
+
+#[derive(Queryable, Selectable, Identifiable, Debug)]
+#[diesel(table_name = evil)]
+pub struct Evil {
+    pub id: i64,
+}
+
+#[test]
+fn a_table_name_with_a_newline_cannot_inject_sql_into_the_migration() {
+    let def = ChannelDef {
+        name: "evil_channel",
+        type_path: "generator::Evil\nDROP TABLE victims; --",
+        app: "generator",
+        lock_notifications: true,
+        source: ChannelSource::Trigger(pgpubsub::__private::trigger_source::<Evil>("Evil", None)),
+    };
+    let registry = Registry::from_parts(
+        &[def],
+        &[handler(
+            "evil_channel",
+            "generator::evil_saved",
+            HandlerKind::Post,
+            Ops::SAVE,
+            None,
+        )],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let Outcome::Written { path, .. } =
+        generate(&registry, dir.path(), false, Some("2000-01-01-000001")).unwrap()
+    else {
+        panic!("nothing written");
+    };
+    let up = std::fs::read_to_string(path.join("up.sql")).unwrap();
+    // The comment line keeps the name on one line, the newline escaped;
+    // elsewhere the name only appears as a quoted identifier.
+    let comment = up
+        .lines()
+        .find(|line| line.starts_with("-- Channel `evil_channel`"))
+        .unwrap();
+    assert!(
+        comment.ends_with(r#"on "evil\nDROP TABLE victims; --"."#),
+        "{comment}"
+    );
+
+    // Applied on the server: the victim survives and the trigger works.
+    let db = TestDb::empty();
+    let mut conn = db.conn();
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut conn,
+        "CREATE TABLE victims (id int); CREATE TABLE \"evil\nDROP TABLE victims; --\" (id bigint PRIMARY KEY);",
+    )
+    .unwrap();
+    db.migrate(dir.path());
+    diesel::sql_query("INSERT INTO \"evil\nDROP TABLE victims; --\" (id) VALUES (1)")
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(
+        pgpubsub_tests::count(&mut conn, "SELECT count(*) AS n FROM victims"),
+        0
+    );
+    assert_eq!(
+        pgpubsub_tests::count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"),
+        1
+    );
+}
+
+#[test]
+fn a_changed_released_schema_step_is_refused_not_skipped() {
+    let registry = Registry::from_parts(&[channel("media", true)], &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let Outcome::Written { path, .. } =
+        generate(&registry, dir.path(), false, Some("2000-01-01-000001")).unwrap()
+    else {
+        panic!("nothing written");
+    };
+    // Someone edits the recorded copy of released step 0001.
+    let up_path = path.join("up.sql");
+    let up = std::fs::read_to_string(&up_path).unwrap();
+    let edited = up.replacen("available_at timestamptz", "available_at timestamp", 1);
+    assert_ne!(up, edited);
+    std::fs::write(&up_path, edited).unwrap();
+
+    let err = generate(&registry, dir.path(), false, Some("2000-01-01-000002")).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("schema/0001"), "{message}");
+    assert!(message.contains("frozen"), "{message}");
+    assert_eq!(dirs(dir.path()).len(), 1, "nothing new is written");
+    let err = generate(&registry, dir.path(), true, None).unwrap_err();
+    assert!(err.to_string().contains("schema/0001"));
+}

@@ -339,3 +339,89 @@ fn a_broadcast_message_reaches_every_listener() {
         2
     );
 }
+
+/// Numbers a JSON parser going through `f64` would change.
+#[pgpubsub::channel(lock_notifications)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct Extremes {
+    seq: i64,
+    u64_max: u64,
+    i64_min: i64,
+    i128_min: i128,
+    u128_max: u128,
+    floats: Vec<f64>,
+    decimal: bigdecimal::BigDecimal,
+    big_decimal: bigdecimal::BigDecimal,
+}
+
+/// The same, broadcast.
+#[pgpubsub::channel]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct BroadcastExtremes {
+    inner: Extremes,
+}
+
+static EXTREMES: std::sync::Mutex<Vec<Extremes>> = std::sync::Mutex::new(Vec::new());
+
+#[pgpubsub::listener(Extremes)]
+fn extremes(msg: Extremes) {
+    EXTREMES.lock().unwrap().push(msg);
+}
+
+#[pgpubsub::listener(BroadcastExtremes)]
+fn broadcast_extremes(msg: BroadcastExtremes) {
+    EXTREMES.lock().unwrap().push(msg.inner);
+}
+
+fn extremes_message(seq: i64) -> Extremes {
+    Extremes {
+        seq,
+        u64_max: u64::MAX,
+        i64_min: i64::MIN,
+        i128_min: i128::MIN,
+        u128_max: u128::MAX,
+        floats: vec![
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            5e-324,
+            -5e-324,
+            f64::EPSILON,
+            0.1 + 0.2,
+            1.7e308,
+            123_456_789.123_456_78,
+        ],
+        decimal: "123456789012345678901234567.891".parse().unwrap(),
+        big_decimal: "-1.00000000000000000000000000001e400".parse().unwrap(),
+    }
+}
+
+#[test]
+fn message_numbers_arrive_exactly_as_sent() {
+    let db = TestDb::new(SCHEMA);
+    let handle = spawn_listening(
+        pgpubsub::Listener::new(db.url()).channels(["extremes", "broadcast_extremes"]),
+    );
+    let mut conn = db.conn();
+    pgpubsub::notify(&mut conn, &extremes_message(1)).unwrap();
+    pgpubsub::notify(
+        &mut conn,
+        &BroadcastExtremes {
+            inner: extremes_message(2),
+        },
+    )
+    .unwrap();
+    assert!(wait_until(WAIT, || EXTREMES.lock().unwrap().len() == 2));
+    handle.shutdown().unwrap();
+
+    let mut received = EXTREMES.lock().unwrap().clone();
+    received.sort_by_key(|msg| msg.seq);
+    for (msg, seq) in received.iter().zip([1, 2]) {
+        let sent = extremes_message(seq);
+        assert_eq!(msg, &sent);
+        // Bit for bit, not merely `==`.
+        let bits = |floats: &[f64]| floats.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&msg.floats), bits(&sent.floats));
+        assert_eq!(msg.decimal.to_string(), sent.decimal.to_string());
+    }
+}

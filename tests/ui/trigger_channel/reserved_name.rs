@@ -1,0 +1,21 @@
+use diesel::prelude::*;
+
+diesel::table! {
+    media (id) {
+        id -> Int4,
+        size -> Int8,
+    }
+}
+
+#[derive(Queryable, Selectable, Identifiable)]
+#[diesel(table_name = media)]
+pub struct Media {
+    pub id: i32,
+    pub size: i64,
+}
+
+// `pgpubsub_context` is pgpubsub's own function.
+#[pgpubsub::trigger_channel(model = Media, name = "context")]
+pub struct MediaChannel;
+
+fn main() {}
