@@ -11,7 +11,7 @@
 //! ```no_run
 //! # use diesel::prelude::*;
 //! # diesel::table! { media (id) { id -> BigInt, name -> Text, size -> BigInt } }
-//! #[derive(Queryable, Selectable, Identifiable, serde::Deserialize, Debug)]
+//! #[derive(Queryable, Selectable, Identifiable, Debug)]
 //! #[diesel(table_name = media)]
 //! pub struct Media { pub id: i64, pub name: String, pub size: i64 }
 //!
@@ -28,7 +28,7 @@
 //! ```no_run
 //! # use diesel::prelude::*;
 //! # diesel::table! { media (id) { id -> BigInt, name -> Text, size -> BigInt } }
-//! # #[derive(Queryable, Selectable, Identifiable, serde::Deserialize, Debug)]
+//! # #[derive(Queryable, Selectable, Identifiable, Debug)]
 //! # #[diesel(table_name = media)]
 //! # pub struct Media { pub id: i64, pub name: String, pub size: i64 }
 //! # #[pgpubsub::trigger_channel(model = Media, lock_notifications)]

@@ -2,12 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use serde::Deserialize;
 
 use crate::schema::media;
 
 /// An uploaded file.
-#[derive(Queryable, Selectable, Identifiable, Deserialize, Debug)]
+#[derive(Queryable, Selectable, Identifiable, Debug)]
 #[diesel(table_name = media)]
 #[diesel(check_for_backend(diesel::pg::Pg))]
 pub struct Media {

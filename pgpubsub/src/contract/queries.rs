@@ -3,7 +3,7 @@
 //! schema steps (see ARCHITECTURE.md, "The SQL protocol").
 //!
 //! The payload is never loaded whole: the claim reads the few fields the
-//! worker needs as text, and rows are decoded by [`crate::decode`] through
+//! worker needs as text, and rows are decoded by the decoder (`decode.rs`) through
 //! `jsonb_populate_record`, so a payload no client-side JSON parser accepts
 //! cannot fail a claim.
 

@@ -13,27 +13,26 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use pgpubsub_tests::TestDb;
-use serde::Deserialize;
 
 diesel::table! { noop_rows (id) { id -> BigInt, v -> Int4 } }
 diesel::table! { write_rows (id) { id -> BigInt, v -> Int4 } }
 diesel::table! { latency_rows (id) { id -> BigInt, v -> Int4 } }
 
-#[derive(Queryable, Selectable, Identifiable, Deserialize)]
+#[derive(Queryable, Selectable, Identifiable)]
 #[diesel(table_name = noop_rows)]
 struct NoopRow {
     id: i64,
     v: i32,
 }
 
-#[derive(Queryable, Selectable, Identifiable, Deserialize)]
+#[derive(Queryable, Selectable, Identifiable)]
 #[diesel(table_name = write_rows)]
 struct WriteRow {
     id: i64,
     v: i32,
 }
 
-#[derive(Queryable, Selectable, Identifiable, Deserialize)]
+#[derive(Queryable, Selectable, Identifiable)]
 #[diesel(table_name = latency_rows)]
 struct LatencyRow {
     id: i64,
