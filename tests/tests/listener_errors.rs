@@ -153,3 +153,21 @@ fn a_database_without_pgpubsub_schema_is_an_error_saying_how_to_install_it() {
     assert!(matches!(err, pgpubsub::Error::SchemaMissing), "{err}");
     assert!(err.to_string().contains("pgpubsub-gen"), "{err}");
 }
+
+#[test]
+fn a_database_lacking_a_newer_schema_step_is_an_error_naming_it() {
+    let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    // As if pgpubsub was upgraded without regenerating the migrations.
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut conn,
+        pgpubsub_diesel::schema::STEPS[1].down,
+    )
+    .unwrap();
+    let err = pgpubsub::Listener::new(db.url()).spawn().err().unwrap();
+    assert!(
+        matches!(&err, pgpubsub::Error::SchemaOutdated { step } if step == "schema/0002"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("pgpubsub-gen"), "{err}");
+}
