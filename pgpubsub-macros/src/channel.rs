@@ -76,7 +76,7 @@ impl ChannelArgs {
                 let lit = parse_str(
                     key,
                     input,
-                    "\"row_json - 'title' || jsonb_build_object('name', row_json -> 'title')\"",
+                    "\"CASE WHEN row_json ? 'title' THEN row_json - 'title' || jsonb_build_object('name', row_json -> 'title') ELSE row_json END\"",
                 )?;
                 if lit.value().trim().is_empty() {
                     cx.error_spanned_by(

@@ -4,14 +4,17 @@
 //! settings were), and Diesel's `FromSql` loads the model from that row in
 //! binary, exactly as a query on the table would.
 //!
-//! One query per batch and channel. When it fails, each notification is
-//! decoded alone so the failure is recorded on the notification it belongs
-//! to, with the column named.
+//! One query per batch and channel: the claim itself decodes. When it fails,
+//! the batch is claimed again and decoded in one query under a savepoint,
+//! then each notification alone, so a failure is recorded on the
+//! notification it belongs to, with the column named; a decode query that
+//! fails for every notification is the channel's fault and records nothing.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::marker::PhantomData;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
@@ -281,21 +284,28 @@ pub(crate) struct Plan {
     check: [Sql; 2],
     /// Diagnostic SQL (columns absent from the payload).
     absent: [Sql; 2],
-    /// The table has an `interval` somewhere: read under `sql_standard`.
+    /// The table has an `interval` or `money` somewhere: read under fixed
+    /// settings.
     interval: bool,
-    old_copies: i32,
-    new_copies: i32,
+    /// Copies of (old, new) per operation (`INSERT`, `UPDATE`, `DELETE`).
+    copies: [(i32, i32); 3],
 }
 
 /// The plans of a worker's channels.
 #[derive(Default)]
 pub(crate) struct Plans {
-    plans: HashMap<&'static str, Result<Plan, String>>,
+    plans: HashMap<&'static str, (Result<Plan, String>, Instant)>,
 }
 
+/// How long a channel whose decode query does not work waits before its
+/// plan is built (and probed) again. Its notifications stay stored, untouched.
+const PLAN_RETRY: Duration = Duration::from_secs(10);
+
 impl Plans {
-    /// The plan of `entry`'s channel (built on first use); `Err` with the
-    /// reason when its model cannot be read.
+    /// The plan of `entry`'s channel (built and probed on first use); `Err`
+    /// with the reason when its decode query does not work (the model cannot
+    /// be read, the table is missing, the `upgrade` expression is invalid).
+    /// A broken plan is built again after [`PLAN_RETRY`].
     pub(crate) fn get(
         &mut self,
         conn: &mut PgConnection,
@@ -304,11 +314,34 @@ impl Plans {
         let crate::registry::ChannelSource::Trigger(source) = entry.def.source else {
             return None;
         };
-        Some(
-            self.plans
-                .entry(entry.def.name)
-                .or_insert_with(|| Plan::new(conn, entry, source)),
-        )
+        let stale = self
+            .plans
+            .get(entry.def.name)
+            .is_some_and(|(plan, at)| plan.is_err() && at.elapsed() >= PLAN_RETRY);
+        if stale || !self.plans.contains_key(entry.def.name) {
+            let plan = Plan::new(conn, entry, source);
+            if let Err(reason) = &plan {
+                tracing::error!(
+                    channel = entry.def.name,
+                    error = %reason,
+                    retry_in = ?PLAN_RETRY,
+                    "the channel's rows cannot be decoded; its notifications stay stored until this is fixed"
+                );
+            }
+            self.plans.insert(entry.def.name, (plan, Instant::now()));
+        }
+        self.plans.get(entry.def.name).map(|(plan, _)| plan)
+    }
+
+    /// Marks `channel`'s plan broken: it is built again after [`PLAN_RETRY`].
+    pub(crate) fn broken(&mut self, channel: &'static str, reason: String) {
+        tracing::error!(
+            channel,
+            error = %reason,
+            retry_in = ?PLAN_RETRY,
+            "the channel's decode query fails for every notification; its notifications stay stored"
+        );
+        self.plans.insert(channel, (Err(reason), Instant::now()));
     }
 }
 
@@ -370,17 +403,16 @@ impl Plan {
                 tracing::warn!(channel = entry.def.name, error = %err, "cannot inspect the channel's table; reading intervals under sql_standard");
                 true
             });
-        let (old_copies, new_copies) = entry.row_copies();
+        let copies = entry.row_copies();
         let shape = Shape {
             upgrade: source.upgrade,
             exact: columns
                 .iter()
                 .any(|column| column.kind != ColumnKind::Other),
-            old_copies,
-            new_copies,
+            copies,
         };
         let select = select_list(&columns, source.upgrade.is_some());
-        let copies = if old_copies > 1 || new_copies > 1 {
+        let copies_join = if copies.iter().any(|(old, new)| *old > 1 || *new > 1) {
             "\nCROSS JOIN LATERAL generate_series(1, s.copies) AS copy(n)"
         } else {
             ""
@@ -390,11 +422,11 @@ impl Plan {
                 inline,
                 &format!("SELECT s.k, s.side, {select}"),
                 &format!(
-                    "\nCROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, h.j) AS r{copies}"
+                    "\nCROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, h.j) AS r{copies_join}"
                 ),
             )
         });
-        let claim = shape.claim(&table, &select, copies);
+        let claim = shape.claim(&table, &select, copies_join);
         let check = [false, true].map(|inline| {
             shape.query(
                 inline,
@@ -430,7 +462,7 @@ impl Plan {
                 "",
             )
         });
-        Ok(Plan {
+        let plan = Plan {
             channel: entry.def.name,
             model: source.model,
             source,
@@ -440,14 +472,30 @@ impl Plan {
             check,
             absent,
             interval,
-            old_copies,
-            new_copies,
+            copies,
+        };
+        plan.probe(conn)
+            .map_err(|err| format!("its decode query fails: {}", error_chain(&err)))?;
+        Ok(plan)
+    }
+
+    /// Runs the decode query on no notification, under a savepoint: an
+    /// error here is the channel's (missing table or column, invalid
+    /// `upgrade`), not any notification's.
+    pub(crate) fn probe(&self, conn: &mut PgConnection) -> QueryResult<()> {
+        diesel::Connection::transaction(conn, |conn| {
+            self.decode(conn, Source::Stored(&[])).map(drop)
         })
+    }
+
+    /// The channel.
+    pub(crate) fn channel(&self) -> &'static str {
+        self.channel
     }
 
     /// True when some handler takes a row.
     pub(crate) fn needs_rows(&self) -> bool {
-        self.old_copies > 0 || self.new_copies > 0
+        self.copies.iter().any(|(old, new)| *old > 0 || *new > 0)
     }
 
     /// Claims a batch and decodes its rows in one query. Any failure, in the
@@ -501,16 +549,7 @@ impl Plan {
         source: Source<'_>,
     ) -> QueryResult<Vec<DecodedRow>> {
         let query = self.query(&self.decode, source);
-        if !self.interval {
-            return (self.source.decode)(conn, &query);
-        }
-        let previous =
-            diesel::sql_query(queries::INTERVAL_STYLE_SET).get_result::<Setting>(conn)?;
-        let rows = (self.source.decode)(conn, &query);
-        diesel::sql_query(queries::INTERVAL_STYLE_RESTORE)
-            .bind::<Text, _>(&previous.value)
-            .execute(conn)?;
-        rows
+        self.with_interval_style(conn, |conn| (self.source.decode)(conn, &query))
     }
 
     /// Why the rows of the one payload in `source` do not decode, for the
@@ -556,18 +595,23 @@ impl Plan {
                         }
                     }
                 }
+                let _ = write!(message, " (PostgreSQL: {})", error_chain(error));
                 return message;
             }
             let _ = write!(message, ": {}", error_chain(error));
             return message;
         }
         let _ = write!(message, ": {}", error_chain(error));
+        // Under a savepoint: a failure here must not abort the batch.
         let query = self.query(&self.absent, source);
-        let absent = load_untyped::<AbsentRow>(conn, &query).unwrap_or_default();
-        let now = diesel::sql_query(queries::DB_VERSION_CURRENT)
-            .get_result::<Version>(conn)
-            .ok()
-            .and_then(|version| version.version);
+        let diagnosis = diesel::Connection::transaction(conn, |conn| {
+            let absent = load_untyped::<AbsentRow>(conn, &query)?;
+            let now = diesel::sql_query(queries::DB_VERSION_CURRENT)
+                .get_result::<Version>(conn)?
+                .version;
+            Ok::<_, diesel::result::Error>((absent, now))
+        });
+        let (absent, now) = diagnosis.unwrap_or_default();
         for row in absent {
             let side = Side::from_code(row.side).name();
             if !row.nulls.is_empty() {
@@ -648,7 +692,10 @@ fn select_list(columns: &[ModelColumn], upgraded: bool) -> String {
                 ColumnKind::Other => return format!("r.{ident} AS {ident}"),
             };
             let untouched = if upgraded {
-                format!(" AND (s.j -> {key}) IS NOT DISTINCT FROM (h.j -> {key})")
+                // Before the missing-column values: a `json` column is not in
+                // `j` (it travels as exact text only), so its default must
+                // not count as the hook's doing.
+                format!(" AND (s.j -> {key}) IS NOT DISTINCT FROM (h.hooked -> {key})")
             } else {
                 String::new()
             };
@@ -666,8 +713,8 @@ struct Shape<'a> {
     upgrade: Option<&'a str>,
     /// The model has `json`/`jsonb` columns: read their exact text.
     exact: bool,
-    old_copies: i32,
-    new_copies: i32,
+    /// Copies of (old, new) per operation (`INSERT`, `UPDATE`, `DELETE`).
+    copies: [(i32, i32); 3],
 }
 
 impl Shape<'_> {
@@ -701,15 +748,15 @@ impl Shape<'_> {
             &mut sql,
             |sql, key, exact| {
                 sql.push(&format!(
-                    "SELECT c.id AS k, c.payload -> {key} AS j, {exact} AS t, c.db_version AS v \
+                    "SELECT c.id AS k, c.payload ->> 'op' AS o, c.payload -> {key} AS j, {exact} AS t, c.db_version AS v \
                  WHERE jsonb_typeof(c.payload -> {key}) = 'object'"
                 ));
             },
             "c.payload",
         );
         sql.push(&format!(
-            "\n  ) AS s\n  CROSS JOIN LATERAL (SELECT CASE WHEN d.m = '{{}}'::jsonb THEN u.j ELSE d.m || u.j END AS j\n      \
-             FROM (SELECT {hooked} AS j) AS u) AS h\n  \
+            "\n  ) AS s\n  CROSS JOIN LATERAL (SELECT CASE WHEN d.m = '{{}}'::jsonb THEN u.j ELSE d.m || u.j END AS j, u.j AS hooked\n      \
+             FROM (SELECT {hooked} AS j) AS u WHERE jsonb_typeof(u.j) = 'object') AS h\n  \
              CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, h.j) AS r{copies}\n) AS x ON true\nORDER BY c.id",
             hooked = self.hooked(),
         ));
@@ -718,12 +765,22 @@ impl Shape<'_> {
 
     /// The rows `s` of each side a handler takes: `(k, side, copies, j, t, v)`.
     fn sides(&self, sql: &mut Sql, mut from: impl FnMut(&mut Sql, &str, &str), payload: &str) {
-        let sides: Vec<(i32, &str, &str, i32)> = [
-            (0, Payload::OLD, Payload::OLD_EXACT, self.old_copies),
-            (1, Payload::NEW, Payload::NEW_EXACT, self.new_copies),
+        let sides: Vec<(i32, &str, &str, [i32; 3])> = [
+            (
+                0,
+                Payload::OLD,
+                Payload::OLD_EXACT,
+                self.copies.map(|(old, _)| old),
+            ),
+            (
+                1,
+                Payload::NEW,
+                Payload::NEW_EXACT,
+                self.copies.map(|(_, new)| new),
+            ),
         ]
         .into_iter()
-        .filter(|side| side.3 > 0)
+        .filter(|side| side.3.iter().any(|copies| *copies > 0))
         .collect();
         if sides.is_empty() {
             sql.push(
@@ -740,11 +797,16 @@ impl Shape<'_> {
             } else {
                 "NULL::jsonb".to_owned()
             };
+            // Only the operations whose handlers take this row decode it.
+            let copies = format!(
+                "CASE w.o WHEN 'INSERT' THEN {} WHEN 'UPDATE' THEN {} WHEN 'DELETE' THEN {} ELSE 0 END",
+                copies[0], copies[1], copies[2]
+            );
             sql.push(&format!(
                 "\n    SELECT w.k, {code} AS side, {copies} AS copies, w.j, w.t, w.v FROM ("
             ));
             from(sql, &key, &exact);
-            sql.push(") AS w");
+            sql.push(&format!(") AS w WHERE {copies} > 0"));
         }
     }
 
@@ -771,7 +833,7 @@ impl Shape<'_> {
             &mut sql,
             |sql, key, exact| {
                 sql.push(&format!(
-                    "SELECT src.k, src.p -> {key} AS j, {exact} AS t, src.v FROM ("
+                    "SELECT src.k, src.p ->> 'op' AS o, src.p -> {key} AS j, {exact} AS t, src.v FROM ("
                 ));
                 if inline {
                     sql.push("SELECT t.k, t.p::jsonb AS p, NULL::text AS v FROM unnest(")
@@ -797,8 +859,8 @@ impl Shape<'_> {
         .bind(Bind::Table)
         .push(&format!(
             "::regclass AND a.atthasmissing AND NOT a.attisdropped) AS d\n\
-             CROSS JOIN LATERAL (SELECT CASE WHEN d.m = '{{}}'::jsonb THEN u.j ELSE d.m || u.j END AS j\n    \
-             FROM (SELECT {hooked} AS j) AS u) AS h{tail}"
+             CROSS JOIN LATERAL (SELECT CASE WHEN d.m = '{{}}'::jsonb THEN u.j ELSE d.m || u.j END AS j, u.j AS hooked\n    \
+             FROM (SELECT {hooked} AS j) AS u WHERE jsonb_typeof(u.j) = 'object') AS h{tail}"
         ));
         sql
     }

@@ -168,7 +168,7 @@ impl Event {
         };
         let row = rows.pop().ok_or_else(|| {
             HandlerError::decode(format!(
-                "no decoded `{}` row is left for this handler",
+                "the `{}` row was not decoded: the channel's `upgrade` returned no JSON object for it",
                 side.name()
             ))
         })?;

@@ -210,25 +210,23 @@ impl ChannelEntry {
         self.handlers.iter().any(|handler| handler.uses_conn)
     }
 
-    /// How many copies of the old and of the new row one notification needs:
+    /// How many copies of the old and of the new row one notification of
+    /// each operation (`INSERT`, `UPDATE`, `DELETE`, in that order) needs:
     /// each handler taking a row gets its own, decoded for it (models need
-    /// not be `Clone`). The most any one operation needs.
-    pub fn row_copies(&self) -> (i32, i32) {
-        let mut copies = (0, 0);
-        for op in [Ops::INSERT, Ops::UPDATE, Ops::DELETE] {
-            let accepting = self
-                .handlers
+    /// not be `Clone`), and a row no handler of that operation takes is not
+    /// decoded at all.
+    pub fn row_copies(&self) -> [(i32, i32); 3] {
+        [Ops::INSERT, Ops::UPDATE, Ops::DELETE].map(|op| {
+            self.handlers
                 .iter()
-                .filter(|handler| handler.ops.contains(op));
-            let (old, new) = accepting.fold((0, 0), |(old, new), handler| {
-                (
-                    old + i32::from(handler.takes_old),
-                    new + i32::from(handler.takes_new),
-                )
-            });
-            copies = (copies.0.max(old), copies.1.max(new));
-        }
-        copies
+                .filter(|handler| handler.ops.contains(op))
+                .fold((0, 0), |(old, new), handler| {
+                    (
+                        old + i32::from(handler.takes_old),
+                        new + i32::from(handler.takes_new),
+                    )
+                })
+        })
     }
 }
 

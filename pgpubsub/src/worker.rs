@@ -235,11 +235,27 @@ struct Batch {
     failed: u64,
 }
 
-/// Why a batch's transaction ended early.
+impl Batch {
+    /// Nothing claimed (or the claim rolled back).
+    fn empty(cursor: i64) -> Batch {
+        Batch {
+            claimed: 0,
+            last_id: cursor,
+            completed: 0,
+            failed: 0,
+        }
+    }
+}
+
+/// Why a batch's transaction ended early (and rolled back).
 enum BatchError {
-    /// The batch's decode query failed in the database, which aborted the
-    /// transaction: claim again and decode under savepoints.
+    /// The claim that decodes failed (in PostgreSQL, which aborted the
+    /// transaction, or in Diesel's `FromSql`): claim again and decode under
+    /// savepoints.
     Careful,
+    /// The channel's decode query fails whatever the notification: leave
+    /// the batch stored and retry the channel later.
+    Channel(String),
     Fatal(Error),
 }
 
@@ -263,17 +279,21 @@ fn claim(
     channel: &str,
     cursor: i64,
 ) -> Result<Batch> {
-    match claim_batch(shared, conn, plans, channel, cursor, false) {
+    let mut outcome = claim_batch(shared, conn, plans, channel, cursor, false);
+    if matches!(outcome, Err(BatchError::Careful)) {
+        outcome = claim_batch(shared, conn, plans, channel, cursor, true);
+    }
+    match outcome {
         Ok(batch) => Ok(batch),
         Err(BatchError::Fatal(err)) => Err(err),
-        Err(BatchError::Careful) => match claim_batch(shared, conn, plans, channel, cursor, true) {
-            Ok(batch) => Ok(batch),
-            Err(BatchError::Fatal(err)) => Err(err),
-            Err(BatchError::Careful) => Err(Error::Query {
-                what: "decoding rows under savepoints",
-                source: diesel::result::Error::RollbackTransaction,
-            }),
-        },
+        // The careful path never asks for itself again.
+        Err(BatchError::Careful) => Ok(Batch::empty(cursor)),
+        Err(BatchError::Channel(reason)) => {
+            if let Some(entry) = shared.entry(channel) {
+                plans.broken(entry.def.name, reason);
+            }
+            Ok(Batch::empty(cursor))
+        }
     }
 }
 
@@ -295,6 +315,10 @@ fn claim_batch(
         }));
     };
     let plan = plans.get(conn, entry);
+    if let Some(Err(_)) = plan {
+        // Logged when the plan was built; the notifications stay stored.
+        return Ok(Batch::empty(cursor));
+    }
     // Trigger channels whose handlers take rows claim and decode in one
     // query; when that fails, the batch is claimed again and decoded under
     // savepoints, one notification at a time if need be.
@@ -316,7 +340,7 @@ fn claim_batch(
                     (claimed, Some(decoded))
                 }
                 Err(err) => {
-                    tracing::debug!(error = %error_chain(&err), "claim with decode failed; claiming again under savepoints");
+                    tracing::debug!(channel, error = %error_chain(&err), "claim with decode failed; claiming again under savepoints");
                     return Err(BatchError::Careful);
                 }
             },
@@ -356,10 +380,10 @@ fn claim_batch(
                     }
                     let subset: Vec<&Claimed> =
                         claimed.iter().filter(|row| redo.contains(&row.id)).collect();
-                    decode_each(conn, plan, &subset, &index, &mut prepared);
+                    decode_each(conn, plan, &subset, &index, &mut prepared)?;
                 }
             }
-            _ => decode_stored(conn, plan, entry, &claimed, &mut prepared, careful)?,
+            _ => decode_stored(conn, plan, &claimed, &mut prepared)?,
         }
         let mut completed = Vec::with_capacity(claimed.len());
         let mut failed = 0;
@@ -428,25 +452,11 @@ fn prepare(entry: &ChannelEntry, row: &mut Claimed) -> Prepared {
 fn decode_stored(
     conn: &mut PgConnection,
     plan: Option<&std::result::Result<crate::decode::Plan, String>>,
-    entry: &ChannelEntry,
     claimed: &[Claimed],
     prepared: &mut [Prepared],
-    careful: bool,
 ) -> Result<(), BatchError> {
-    let Some(plan) = plan else {
+    let Some(Ok(plan)) = plan else {
         return Ok(());
-    };
-    let plan = match plan {
-        Ok(plan) => plan,
-        Err(reason) => {
-            for slot in prepared.iter_mut().filter(|slot| slot.is_ok()) {
-                *slot = Err(HandlerError::decode(format!(
-                    "cannot decode rows of channel `{}`: {reason}",
-                    entry.def.name
-                )));
-            }
-            return Ok(());
-        }
     };
     if !plan.needs_rows() {
         return Ok(());
@@ -460,52 +470,60 @@ fn decode_stored(
         .map(|row| row.id)
         .filter(|id| index.contains_key(id))
         .collect();
-    let batch = if careful {
-        conn.transaction(|conn| plan.decode(conn, Source::Stored(&ids)))
-    } else {
-        plan.decode(conn, Source::Stored(&ids))
-    };
-    let failure = match batch {
+    match conn.transaction(|conn| plan.decode(conn, Source::Stored(&ids))) {
         Ok(rows) => {
             distribute(rows, &index, prepared);
-            return Ok(());
+            Ok(())
         }
-        Err(err @ diesel::result::Error::DatabaseError(..)) if !careful => {
-            tracing::debug!(error = %err, "batch decode failed; decoding each notification");
-            return Err(BatchError::Careful);
+        Err(err) => {
+            tracing::debug!(channel = plan.channel(), error = %error_chain(&err), "batch decode failed; decoding each notification");
+            let subset: Vec<&Claimed> = claimed
+                .iter()
+                .filter(|row| index.contains_key(&row.id))
+                .collect();
+            decode_each(conn, plan, &subset, &index, prepared)
         }
-        Err(err) => err,
-    };
-    tracing::debug!(error = %error_chain(&failure), "batch decode failed; decoding each notification");
-    let subset: Vec<&Claimed> = claimed
-        .iter()
-        .filter(|row| index.contains_key(&row.id))
-        .collect();
-    decode_each(conn, plan, &subset, &index, prepared);
-    Ok(())
+    }
 }
 
 /// Decodes each of `claimed` on its own, under a savepoint; one that fails
-/// carries the error naming its column.
+/// carries a permanent error naming its column. When the channel's decode
+/// query fails even on no notification at all, the fault is the channel's
+/// (a missing table, an invalid `upgrade`, a timeout): nothing is recorded
+/// and the batch stays stored.
 fn decode_each(
     conn: &mut PgConnection,
     plan: &crate::decode::Plan,
     claimed: &[&Claimed],
     index: &HashMap<i64, usize>,
     prepared: &mut [Prepared],
-) {
+) -> Result<(), BatchError> {
+    let mut failures = Vec::new();
     for row in claimed {
         let single = [row.id];
         match conn.transaction(|conn| plan.decode(conn, Source::Stored(&single))) {
             Ok(rows) => distribute(rows, index, prepared),
-            Err(err) => {
-                let message = plan.explain(conn, Source::Stored(&single), row.id, &err);
-                if let Some(&position) = index.get(&row.id) {
-                    prepared[position] = Err(HandlerError::decode(message));
-                }
-            }
+            Err(err) => failures.push((row.id, err)),
         }
     }
+    let database = failures
+        .iter()
+        .any(|(_, err)| matches!(err, diesel::result::Error::DatabaseError(..)));
+    if database {
+        if let Err(err) = plan.probe(conn) {
+            return Err(BatchError::Channel(format!(
+                "its decode query fails: {}",
+                error_chain(&err)
+            )));
+        }
+    }
+    for (id, err) in failures {
+        let message = plan.explain(conn, Source::Stored(&[id]), id, &err);
+        if let Some(&position) = index.get(&id) {
+            prepared[position] = Err(HandlerError::decode(message));
+        }
+    }
+    Ok(())
 }
 
 /// Where each claimed notification that is still good sits in the batch.
@@ -670,6 +688,9 @@ fn handle_broadcast(
         None => broadcast.payload,
     };
     let texts = [text];
+    // Built (and probed) outside the transaction, which a failing catalog
+    // query would abort.
+    let plan = plans.get(conn, entry);
     let outcome = conn.transaction(|conn| {
         let payload = serde_json::from_str::<Payload<'_>>(&texts[0]).map_err(|err| {
             AttemptError::Handler(HandlerError::decode(format!(
@@ -687,7 +708,7 @@ fn handle_broadcast(
             db_version: None,
             attempt: 1,
         };
-        if let Some(plan) = plans.get(conn, entry) {
+        if let Some(plan) = plan {
             let plan = plan.as_ref().map_err(|reason| {
                 AttemptError::Handler(HandlerError::decode(format!(
                     "cannot decode rows of channel `{}`: {reason}",

@@ -425,3 +425,28 @@ fn message_numbers_arrive_exactly_as_sent() {
         assert_eq!(msg.decimal.to_string(), sent.decimal.to_string());
     }
 }
+
+/// A message with no fields serializes to JSON `null`.
+#[pgpubsub::channel]
+#[derive(Serialize, Deserialize)]
+struct CacheFlush;
+
+static FLUSHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[pgpubsub::listener(CacheFlush)]
+fn cache_flush(msg: CacheFlush) {
+    let CacheFlush = msg;
+    FLUSHES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn a_broadcast_unit_struct_message_is_handled() {
+    let db = TestDb::new(SCHEMA);
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()).channels(["cache_flush"]));
+    let mut conn = db.conn();
+    pgpubsub::notify(&mut conn, &CacheFlush).unwrap();
+    assert!(wait_until(WAIT, || FLUSHES
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 1));
+    handle.shutdown().unwrap();
+}

@@ -50,8 +50,11 @@ fn order_placed(msg: OrderPlaced) {
     ORDERS.fetch_add(1, Ordering::SeqCst);
 }
 
-const SCHEMA: &str =
-    "CREATE TABLE items (id bigserial PRIMARY KEY, n integer NOT NULL, label text NOT NULL);";
+const SCHEMA: &str = "
+CREATE TABLE items (id bigserial PRIMARY KEY, n integer NOT NULL, label text NOT NULL);
+CREATE TABLE tasks (id bigserial PRIMARY KEY, owner text);
+CREATE TABLE parcels (id bigserial PRIMARY KEY, weight integer NOT NULL);
+";
 
 #[derive(QueryableByName, Debug)]
 struct Kept {
@@ -214,4 +217,119 @@ fn bad_payloads_fail_alone_and_good_ones_on_every_channel_are_handled() {
         count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"),
         bad.len() as i64
     );
+}
+
+diesel::table! {
+    tasks (id) {
+        id -> BigInt,
+        owner -> Text,
+    }
+}
+
+/// `owner` became NOT NULL after a backfill: old rows of the backfill's
+/// UPDATE have it NULL, which this model cannot hold.
+#[derive(Queryable, Selectable, Identifiable, Debug)]
+#[diesel(table_name = tasks)]
+pub struct Task {
+    pub id: i64,
+    pub owner: String,
+}
+
+#[pgpubsub::trigger_channel(model = Task, lock_notifications)]
+pub struct TaskChannel;
+
+static TASK_UPDATES: AtomicU64 = AtomicU64::new(0);
+
+#[pgpubsub::post_update_listener(TaskChannel)]
+fn task_updated(new: Task) {
+    assert!(!new.owner.is_empty());
+    TASK_UPDATES.fetch_add(1, Ordering::SeqCst);
+}
+
+#[pgpubsub::post_delete_listener(TaskChannel)]
+fn task_deleted(old: Task) {
+    assert!(old.id > 0);
+}
+
+#[test]
+fn a_row_no_handler_of_the_operation_takes_is_not_decoded() {
+    let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut conn,
+        "ALTER TABLE tasks DISABLE TRIGGER USER; \
+         INSERT INTO tasks (owner) SELECT NULL FROM generate_series(1, 3); \
+         ALTER TABLE tasks ENABLE TRIGGER USER; \
+         UPDATE tasks SET owner = 'backfilled'; \
+         ALTER TABLE tasks ALTER COLUMN owner SET NOT NULL;",
+    )
+    .unwrap();
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()).channels(["task_channel"]));
+    // The UPDATEs' `old` rows hold a NULL `owner`, but only the delete
+    // handler takes `old`: the update handler runs for each.
+    assert!(wait_until(WAIT, || TASK_UPDATES.load(Ordering::SeqCst) == 3));
+    assert!(wait_until(WAIT, || count(
+        &mut conn,
+        "SELECT count(*) AS n FROM pgpubsub_notification WHERE channel = 'task_channel'"
+    ) == 0));
+    handle.shutdown().unwrap();
+}
+
+diesel::table! {
+    parcels (id) {
+        id -> BigInt,
+        weight -> Int4,
+    }
+}
+
+#[derive(Queryable, Selectable, Identifiable, Debug)]
+#[diesel(table_name = parcels)]
+pub struct Parcel {
+    pub id: i64,
+    pub weight: i32,
+}
+
+#[pgpubsub::trigger_channel(model = Parcel, lock_notifications)]
+pub struct ParcelChannel;
+
+static PARCELS: AtomicU64 = AtomicU64::new(0);
+
+#[pgpubsub::post_insert_listener(ParcelChannel)]
+fn parcel_inserted(new: Parcel) {
+    assert!(new.weight > 0);
+    PARCELS.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn a_decode_query_that_fails_for_the_whole_channel_records_nothing_and_recovers() {
+    let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    diesel::sql_query("INSERT INTO parcels (weight) SELECT i FROM generate_series(1, 5) AS i")
+        .execute(&mut conn)
+        .unwrap();
+    // A deploy in progress: the table is briefly not where the model says.
+    diesel::sql_query("ALTER TABLE parcels RENAME TO parcels_moving")
+        .execute(&mut conn)
+        .unwrap();
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()).channels(["parcel_channel"]));
+    // Give the worker time to meet the broken channel.
+    assert!(!wait_until(std::time::Duration::from_secs(2), || {
+        kept(&mut conn)
+            .iter()
+            .any(|row| row.attempts > 0 || row.parked)
+    }));
+    let untouched = kept(&mut conn);
+    assert_eq!(untouched.len(), 5);
+    assert!(
+        untouched.iter().all(|row| row.attempts == 0 && !row.parked),
+        "{untouched:?}"
+    );
+    assert_eq!(PARCELS.load(Ordering::SeqCst), 0);
+    diesel::sql_query("ALTER TABLE parcels_moving RENAME TO parcels")
+        .execute(&mut conn)
+        .unwrap();
+    // The channel is tried again and every notification is handled.
+    assert!(wait_until(WAIT, || kept(&mut conn).is_empty()));
+    handle.shutdown().unwrap();
+    assert_eq!(PARCELS.load(Ordering::SeqCst), 5);
 }

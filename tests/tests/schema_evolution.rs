@@ -74,6 +74,31 @@ pub struct Album {
 )]
 pub struct AlbumChannel;
 
+diesel::table! {
+    cards (id) {
+        id -> BigInt,
+        meta -> Nullable<Json>,
+    }
+}
+
+/// A `json` column added with a default, on a channel with an upgrade hook.
+#[derive(Queryable, Selectable, Identifiable, Debug, Clone, PartialEq)]
+#[diesel(table_name = cards)]
+pub struct Card {
+    pub id: i64,
+    pub meta: Option<serde_json::Value>,
+}
+
+#[pgpubsub::trigger_channel(model = Card, lock_notifications, upgrade = "row_json")]
+pub struct CardChannel;
+
+static CARDS: Mutex<Vec<Card>> = Mutex::new(Vec::new());
+
+#[pgpubsub::post_insert_listener(CardChannel)]
+fn card_inserted(new: Card) {
+    CARDS.lock().unwrap().push(new);
+}
+
 static DOCS: Mutex<Vec<Doc>> = Mutex::new(Vec::new());
 static BOOKS: Mutex<Vec<Book>> = Mutex::new(Vec::new());
 static ALBUMS: Mutex<Vec<Album>> = Mutex::new(Vec::new());
@@ -98,6 +123,7 @@ const BEFORE: &str = "
 CREATE TABLE docs (id bigint PRIMARY KEY, title text NOT NULL, obsolete text);
 CREATE TABLE books (id bigint PRIMARY KEY, title text NOT NULL);
 CREATE TABLE albums (id bigint PRIMARY KEY, title text NOT NULL);
+CREATE TABLE cards (id bigint PRIMARY KEY);
 ";
 
 /// The migration the new code comes with.
@@ -107,6 +133,7 @@ ALTER TABLE docs ADD COLUMN pages integer NOT NULL DEFAULT 1;
 ALTER TABLE docs DROP COLUMN obsolete;
 ALTER TABLE books RENAME COLUMN title TO name;
 ALTER TABLE albums RENAME COLUMN title TO name;
+ALTER TABLE cards ADD COLUMN meta json DEFAULT '{\"d\": 1}';
 ";
 
 const LATER_VERSION: &str = "2000-01-02-000000";
@@ -227,4 +254,49 @@ fn the_upgrade_hook_rewrites_old_payloads_before_they_are_decoded() {
         .unwrap();
     assert_eq!(received, loaded);
     assert_eq!(received[0].name, "Blue");
+}
+
+#[test]
+fn json_written_after_a_json_column_was_added_with_a_default_keeps_its_exact_value() {
+    let db = TestDb::new(BEFORE);
+    write_then_migrate(&db, "SELECT 1;");
+    let mut conn = db.conn();
+    // What the trigger of the code before the column wrote (the trigger of
+    // this code reads `meta`, which did not exist yet).
+    diesel::sql_query(
+        "INSERT INTO pgpubsub_notification (channel, payload, db_version) \
+         VALUES ('card_channel', '{\"op\": \"INSERT\", \"new\": {\"id\": 1}}', '20000101000001')",
+    )
+    .execute(&mut conn)
+    .unwrap();
+
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut conn,
+        "INSERT INTO cards (id, meta) VALUES (2, '{\"x\": 1e2}'), (3, 'null'), (4, NULL);",
+    )
+    .unwrap();
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()).channels(["card_channel"]));
+    assert!(wait_until(WAIT, || CARDS.lock().unwrap().len() == 4));
+    handle.shutdown().unwrap();
+
+    let mut received = CARDS.lock().unwrap().clone();
+    received.sort_by_key(|card| card.id);
+    let mut loaded: Vec<Card> = cards::table
+        .order(cards::id)
+        .select(Card::as_select())
+        .load(&mut conn)
+        .unwrap();
+    // Row 1 is not in the table (only its old notification is): it reads
+    // the column's default, as an old row of the table would.
+    loaded.insert(
+        0,
+        Card {
+            id: 1,
+            meta: Some(serde_json::json!({"d": 1})),
+        },
+    );
+    assert_eq!(received, loaded);
+    assert_eq!(received[0].meta, Some(serde_json::json!({"d": 1})));
+    assert_eq!(received[2].meta, Some(serde_json::Value::Null));
+    assert_eq!(received[3].meta, None);
 }

@@ -40,8 +40,14 @@ pub struct Payload<'a> {
     /// The exact text of NEW's `json`/`jsonb` columns.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub new_exact: Option<&'a RawValue>,
-    /// The application message (messages).
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    /// The application message (messages). A JSON `null` is a message (a
+    /// unit struct's), kept as `Some("null")`; only a missing key is `None`.
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub message: Option<&'a RawValue>,
     /// The `when` conditions of custom listeners that held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,6 +58,14 @@ pub struct Payload<'a> {
     /// A broadcast payload too large for `NOTIFY`: the id of its stored row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgpubsub_stored: Option<i64>,
+}
+
+/// Reads a present value as `Some`, even a JSON `null`.
+fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 impl Payload<'_> {
@@ -128,6 +142,14 @@ mod tests {
         keys.sort_unstable();
         expected.sort_unstable();
         assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn a_null_message_is_a_message() {
+        let payload: Payload = serde_json::from_str(r#"{"message": null}"#).unwrap();
+        assert_eq!(payload.message.map(RawValue::get), Some("null"));
+        let payload: Payload = serde_json::from_str(r#"{"app": "x"}"#).unwrap();
+        assert!(payload.message.is_none());
     }
 
     #[test]

@@ -52,7 +52,7 @@ mod tests {
         ),
         (
             "schema/0002",
-            "0c69b7acbf8bb08a2a6548cad26dd192e3a6cb3d719f19928e768d1fe7399a6b",
+            "6fbfc94c797ed49d473c39488e77c733ac49591ff25a228d9b54a2c86fcc1453",
             "8a0c7fad50d0675e388fb3b71b0a565d2155a414b8d8be482021a8d5e1eb1705",
         ),
     ];

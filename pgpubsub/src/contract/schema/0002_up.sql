@@ -1,12 +1,14 @@
 -- Names the columns of a payload row that the table's types reject: for each
--- key of p_row that is a column of p_base's row type, tries that column's own
--- input function and returns the key with PostgreSQL's error. The listener
--- calls it only after a row failed to decode, so the error names the column.
+-- key of p_row that is a column of p_base's row type, reads that one column
+-- with the same conversion jsonb_populate_record uses (jsonb_to_record with
+-- the column's type) and returns the key with PostgreSQL's error. The
+-- listener calls it only after a row failed to decode, so the error names the
+-- column.
 CREATE FUNCTION pgpubsub_row_check(p_base anyelement, p_row jsonb)
 RETURNS TABLE (column_name text, error text)
 LANGUAGE plpgsql AS $pgpubsub$
 DECLARE
-    v_key text;
+    v_column record;
 BEGIN
     IF jsonb_typeof(p_row) IS DISTINCT FROM 'object' THEN
         column_name := NULL;
@@ -14,11 +16,19 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    FOR v_key IN SELECT jsonb_object_keys(p_row) LOOP
+    FOR v_column IN
+        SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type_name
+        FROM pg_type AS t
+        JOIN pg_attribute AS a ON a.attrelid = t.typrelid
+        WHERE t.oid = pg_typeof(p_base) AND a.attnum > 0 AND NOT a.attisdropped
+          AND p_row ? a.attname
+        ORDER BY a.attnum
+    LOOP
         BEGIN
-            PERFORM jsonb_populate_record(p_base, jsonb_build_object(v_key, p_row -> v_key));
+            EXECUTE format('SELECT 1 FROM jsonb_to_record($1) AS r(%I %s)', v_column.name, v_column.type_name)
+                USING p_row;
         EXCEPTION WHEN OTHERS THEN
-            column_name := v_key;
+            column_name := v_column.name;
             error := SQLERRM;
             RETURN NEXT;
         END;
