@@ -188,7 +188,8 @@ pub fn render(entry: &ChannelEntry) -> Result<Option<TriggerSql>> {
     } else {
         "SET DateStyle TO 'ISO, YMD'\n\
          SET IntervalStyle TO 'postgres'\n\
-         SET extra_float_digits TO 1\n"
+         SET extra_float_digits TO 1\n\
+         SET lc_monetary TO 'C'\n"
     };
     let create = format!(
         "-- Channel `{channel}` ({type_path}): {events} on {table_comment}.\n\

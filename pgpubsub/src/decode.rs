@@ -355,6 +355,8 @@ struct Flag {
 struct Setting {
     #[diesel(sql_type = Text)]
     value: String,
+    #[diesel(sql_type = Text)]
+    monetary: String,
 }
 
 #[derive(QueryableByName)]
@@ -527,6 +529,7 @@ impl Plan {
         let result = run(conn);
         diesel::sql_query(queries::INTERVAL_STYLE_RESTORE)
             .bind::<Text, _>(&previous.value)
+            .bind::<Text, _>(&previous.monetary)
             .execute(conn)?;
         result
     }

@@ -100,8 +100,9 @@ pub(crate) const CONTEXT_SET: &str = "SELECT set_config('pgpubsub.context', $1, 
 /// The schema version now (the latest applied Diesel migration).
 pub(crate) const DB_VERSION_CURRENT: &str = "SELECT pgpubsub_db_version() AS version";
 
-/// Whether table `$1` has a column whose type involves `interval` (directly,
-/// as an array element, through a domain or inside a composite type).
+/// Whether table `$1` has a column whose type involves `interval` or
+/// `money` (directly, as an array element, through a domain or inside a
+/// composite type): their text is read per session settings.
 pub(crate) const TABLE_HAS_INTERVAL: &str = "\
 WITH RECURSIVE types(oid) AS ( \
     SELECT a.atttypid FROM pg_attribute a \
@@ -116,16 +117,20 @@ WITH RECURSIVE types(oid) AS ( \
                     AND a.attnum > 0 AND NOT a.attisdropped \
     ) AS x(oid) \
 ) \
-SELECT EXISTS (SELECT 1 FROM types WHERE oid = 'interval'::regtype) AS ok";
+SELECT EXISTS (SELECT 1 FROM types WHERE oid IN ('interval'::regtype, 'money'::regtype)) AS ok";
 
-/// Sets `IntervalStyle` for the rest of the transaction and returns the
-/// previous value: PostgreSQL reads an interval written in the
-/// `sql_standard` style correctly only under that style, and reads every
-/// other style correctly under it too.
+/// Sets the input settings of a decode for the rest of the transaction and
+/// returns the previous values: PostgreSQL reads an interval written in the
+/// `sql_standard` style correctly only under that style (and every other
+/// style correctly under it too), and `money` under the `lc_monetary` the
+/// trigger writes it with (`C`).
 pub(crate) const INTERVAL_STYLE_SET: &str = "\
 SELECT current_setting('IntervalStyle') AS value, \
-       set_config('IntervalStyle', 'sql_standard', true) AS ignored";
+       current_setting('lc_monetary') AS monetary, \
+       set_config('IntervalStyle', 'sql_standard', true) AS set_style, \
+       set_config('lc_monetary', 'C', true) AS set_monetary";
 
-/// Restores `IntervalStyle` `$1` for the rest of the transaction.
+/// Restores `IntervalStyle` `$1` and `lc_monetary` `$2` for the rest of the
+/// transaction.
 pub(crate) const INTERVAL_STYLE_RESTORE: &str =
-    "SELECT set_config('IntervalStyle', $1, true) AS value";
+    "SELECT set_config('IntervalStyle', $1, true) AS style, set_config('lc_monetary', $2, true) AS monetary";
