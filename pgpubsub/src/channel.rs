@@ -132,6 +132,73 @@ pub enum ColumnKind {
     Other,
 }
 
+/// The loading bounds of a model, stated on its `Selectable` expression so a
+/// model that is not `Selectable` (or has no table) is reported once, by the
+/// derive it lacks, not again by every loading bound that depends on it.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "the columns of `{T}` do not load into it",
+    note = "derive `Queryable` for it, with the fields in the order and of the types of its `Selectable` columns"
+)]
+pub trait RowLoad<T> {
+    /// The OIDs of the columns' built-in types (`None` when not built in).
+    fn column_oids() -> Vec<Option<u32>>;
+    /// Loads a decode query's rows.
+    fn decode(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<DecodedRow>>;
+    /// Loads a claim that decodes.
+    fn claim(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<ClaimedRow>>;
+}
+
+impl<E, T> RowLoad<T> for E
+where
+    T: 'static,
+    E: diesel::Expression,
+    Pg: QueryMetadata<SqlTypeOf<E>>,
+    for<'a> TypedRows<'a, (BigInt, Integer, SqlTypeOf<E>)>:
+        LoadQuery<'a, PgConnection, (i64, i32, T)>,
+    for<'a> TypedRows<'a, (ClaimedSql, Nullable<Integer>, Nullable<SqlTypeOf<E>>)>:
+        LoadQuery<'a, PgConnection, (Claimed, Option<i32>, Option<T>)>,
+{
+    fn column_oids() -> Vec<Option<u32>> {
+        let mut types = Vec::new();
+        <Pg as QueryMetadata<SqlTypeOf<E>>>::row_metadata(&mut BuiltinTypes, &mut types);
+        types
+            .iter()
+            .map(|metadata| metadata.as_ref().and_then(|metadata| metadata.oid().ok()))
+            .collect()
+    }
+
+    fn decode(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<DecodedRow>> {
+        let rows: Vec<(i64, i32, T)> = query
+            .typed::<(BigInt, Integer, SqlTypeOf<E>)>()
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, side, row)| DecodedRow {
+                key,
+                side: if side == 0 { Side::Old } else { Side::New },
+                row: Box::new(row),
+            })
+            .collect())
+    }
+
+    fn claim(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<ClaimedRow>> {
+        let rows: Vec<(Claimed, Option<i32>, Option<T>)> = query
+            .typed::<(ClaimedSql, Nullable<Integer>, Nullable<SqlTypeOf<E>>)>()
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(claimed, side, row)| ClaimedRow {
+                claimed,
+                row: side.map(|side| {
+                    let side = if side == 0 { Side::Old } else { Side::New };
+                    (side, row.map(|row| Box::new(row) as Box<dyn std::any::Any>))
+                }),
+            })
+            .collect())
+    }
+}
+
 /// A type lookup for built-in types only: the decoder only asks which
 /// columns are `json`/`jsonb`, whose OIDs are static.
 struct BuiltinTypes;
@@ -154,24 +221,7 @@ impl<T> Model for T
 where
     T: HasTable + Selectable<Pg> + 'static,
     <T as HasTable>::Table: QueryFragment<Pg>,
-    <T as Selectable<Pg>>::SelectExpression: QueryFragment<Pg>,
-    Pg: QueryMetadata<SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>>,
-    for<'a> TypedRows<
-        'a,
-        (
-            BigInt,
-            Integer,
-            SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>,
-        ),
-    >: LoadQuery<'a, PgConnection, (i64, i32, T)>,
-    for<'a> TypedRows<
-        'a,
-        (
-            ClaimedSql,
-            Nullable<Integer>,
-            Nullable<SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>>,
-        ),
-    >: LoadQuery<'a, PgConnection, (Claimed, Option<i32>, Option<T>)>,
+    <T as Selectable<Pg>>::SelectExpression: QueryFragment<Pg> + RowLoad<T>,
 {
     fn table_sql() -> Result<String> {
         render::<T, _>(&T::table())
@@ -183,19 +233,12 @@ where
             model: std::any::type_name::<T>().to_owned(),
             message: format!("its `Selectable` expression `{sql}` is not a plain list of columns"),
         })?;
-        let mut types = Vec::new();
-        <Pg as QueryMetadata<SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>>>::row_metadata(
-            &mut BuiltinTypes,
-            &mut types,
-        );
+        let types = <<T as Selectable<Pg>>::SelectExpression as RowLoad<T>>::column_oids();
         Ok(names
             .into_iter()
             .enumerate()
             .map(|(index, name)| {
-                let oid = types
-                    .get(index)
-                    .and_then(Option::as_ref)
-                    .and_then(|metadata| metadata.oid().ok());
+                let oid = types.get(index).copied().flatten();
                 let kind = match oid {
                     Some(JSON_OID) => ColumnKind::Json,
                     Some(JSONB_OID) => ColumnKind::Jsonb,
@@ -213,41 +256,11 @@ where
     }
 
     fn decode_rows(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<DecodedRow>> {
-        let rows: Vec<(i64, i32, T)> = query
-            .typed::<(
-                BigInt,
-                Integer,
-                SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>,
-            )>()
-            .load(conn)?;
-        Ok(rows
-            .into_iter()
-            .map(|(key, side, row)| DecodedRow {
-                key,
-                side: if side == 0 { Side::Old } else { Side::New },
-                row: Box::new(row),
-            })
-            .collect())
+        <<T as Selectable<Pg>>::SelectExpression as RowLoad<T>>::decode(conn, query)
     }
 
     fn claim_rows(conn: &mut PgConnection, query: &RowsQuery<'_>) -> QueryResult<Vec<ClaimedRow>> {
-        let rows: Vec<(Claimed, Option<i32>, Option<T>)> = query
-            .typed::<(
-                ClaimedSql,
-                Nullable<Integer>,
-                Nullable<SqlTypeOf<<T as Selectable<Pg>>::SelectExpression>>,
-            )>()
-            .load(conn)?;
-        Ok(rows
-            .into_iter()
-            .map(|(claimed, side, row)| ClaimedRow {
-                claimed,
-                row: side.map(|side| {
-                    let side = if side == 0 { Side::Old } else { Side::New };
-                    (side, row.map(|row| Box::new(row) as Box<dyn std::any::Any>))
-                }),
-            })
-            .collect())
+        <<T as Selectable<Pg>>::SelectExpression as RowLoad<T>>::claim(conn, query)
     }
 }
 
