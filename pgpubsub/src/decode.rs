@@ -412,6 +412,7 @@ impl Plan {
                 .iter()
                 .any(|column| column.kind != ColumnKind::Other),
             copies,
+            conditions: entry.handlers.iter().any(|handler| handler.when.is_some()),
         };
         let select = select_list(&columns, source.upgrade.is_some());
         let copies_join = if copies.iter().any(|(old, new)| *old > 1 || *new > 1) {
@@ -718,6 +719,8 @@ struct Shape<'a> {
     exact: bool,
     /// Copies of (old, new) per operation (`INSERT`, `UPDATE`, `DELETE`).
     copies: [(i32, i32); 3],
+    /// Some handler has a `when` condition: read the payload's `when`.
+    conditions: bool,
 }
 
 impl Shape<'_> {
@@ -725,6 +728,9 @@ impl Shape<'_> {
     /// row, or one with a NULL side when the payload has no row a handler
     /// takes (or the rows are malformed, which validation reports).
     fn claim(&self, table: &str, select: &str, copies: &str) -> Sql {
+        if let Some(flat) = self.flat_claim(table, select) {
+            return flat;
+        }
         let mut sql = Sql::default();
         sql.push(&format!(
             "WITH c AS MATERIALIZED (SELECT * FROM {}(",
@@ -745,7 +751,7 @@ impl Shape<'_> {
         .push(&format!(
             "::regclass AND a.atthasmissing AND NOT a.attisdropped)\n\
              SELECT {fields}, x.*\nFROM c CROSS JOIN d\nLEFT JOIN LATERAL (\n  SELECT s.side, {select}\n  FROM (",
-            fields = queries::claim_fields("c"),
+            fields = queries::claim_fields("c", true, self.conditions),
         ));
         self.sides(
             &mut sql,
@@ -764,6 +770,58 @@ impl Shape<'_> {
             hooked = self.hooked(),
         ));
         sql
+    }
+
+    /// The common case in its cheapest form: handlers take one side, one
+    /// copy each, no `upgrade`, no exact `json` text. One row per claimed
+    /// notification.
+    fn flat_claim(&self, table: &str, select: &str) -> Option<Sql> {
+        if self.upgrade.is_some() || self.exact {
+            return None;
+        }
+        let old: Vec<i32> = self.copies.iter().map(|(old, _)| *old).collect();
+        let new: Vec<i32> = self.copies.iter().map(|(_, new)| *new).collect();
+        let (code, key, copies) = match (
+            old.iter().any(|n| *n > 0),
+            new.iter().any(|n| *n > 0),
+        ) {
+            (false, true) => (1, Payload::NEW, new),
+            (true, false) => (0, Payload::OLD, old),
+            _ => return None,
+        };
+        if copies.iter().any(|n| *n > 1) {
+            return None;
+        }
+        let key = quote_literal(key);
+        let mut sql = Sql::default();
+        sql.push(
+            "WITH d AS MATERIALIZED (SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb) AS m\n    \
+             FROM pg_attribute AS a WHERE a.attrelid = ",
+        )
+        .bind(Bind::Table)
+        .push(&format!(
+            "::regclass AND a.atthasmissing AND NOT a.attisdropped)\n\
+             SELECT {fields}, x.*\nFROM {claim}(",
+            fields = queries::claim_fields("c", true, self.conditions),
+            claim = names::NOTIFICATION_CLAIM_FN,
+        ))
+        .bind(Bind::Source)
+        .push(", ")
+        .bind(Bind::Snapshot)
+        .push(", ")
+        .bind(Bind::Limit)
+        .push(", ")
+        .bind(Bind::Cursor)
+        .push(&format!(
+            ") AS c CROSS JOIN d\nLEFT JOIN LATERAL (\n  SELECT {code} AS side, {select}\n  \
+             FROM jsonb_populate_record(NULL::{table}, \
+             CASE WHEN d.m = '{{}}'::jsonb THEN c.payload -> {key} ELSE d.m || (c.payload -> {key}) END) AS r\n  \
+             WHERE jsonb_typeof(c.payload -> {key}) = 'object' \
+             AND (CASE c.payload ->> 'op' WHEN 'INSERT' THEN {} WHEN 'UPDATE' THEN {} WHEN 'DELETE' THEN {} ELSE 0 END) > 0\n\
+             ) AS x ON true",
+            copies[0], copies[1], copies[2]
+        ));
+        Some(sql)
     }
 
     /// The rows `s` of each side a handler takes: `(k, side, copies, j, t, v)`.

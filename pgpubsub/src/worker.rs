@@ -419,7 +419,7 @@ fn claim_batch(
         }
         Ok(Batch {
             claimed: claimed.len(),
-            last_id: claimed.last().map_or(cursor, |row| row.id),
+            last_id: claimed.iter().map(|row| row.id).max().unwrap_or(cursor),
             completed: completed.len() as u64,
             failed,
         })

@@ -13,18 +13,29 @@ use std::sync::LazyLock;
 /// `row`: its metadata and the payload's fields as text, never the payload:
 /// `op`, the `when` list (NULL when absent, `when_malformed` when not an
 /// array), whether `old`/`new` are objects, the message and context JSON
-/// text. The order is `decode::Claimed`'s.
-pub(crate) fn claim_fields(row: &str) -> String {
+/// text. The order is `decode::Claimed`'s. A trigger channel reads no
+/// message, and one without `when` conditions no `when`.
+pub(crate) fn claim_fields(row: &str, trigger: bool, conditions: bool) -> String {
+    let when = if conditions || !trigger {
+        format!(
+            "CASE WHEN jsonb_typeof({row}.payload -> 'when') = 'array' \
+             THEN ARRAY(SELECT jsonb_array_elements_text({row}.payload -> 'when')) END AS matched, \
+             COALESCE({row}.payload ? 'when' AND jsonb_typeof({row}.payload -> 'when') <> 'array', false) AS when_malformed"
+        )
+    } else {
+        "NULL::text[] AS matched, false AS when_malformed".to_owned()
+    };
+    let message = if trigger {
+        "NULL::text AS message".to_owned()
+    } else {
+        format!("({row}.payload -> 'message')::text AS message")
+    };
     format!(
         "{row}.id, {row}.channel, {row}.created_at, {row}.db_version, {row}.attempts, \
-         {row}.payload ->> 'op' AS op, \
-         CASE WHEN jsonb_typeof({row}.payload -> 'when') = 'array' \
-              THEN ARRAY(SELECT jsonb_array_elements_text({row}.payload -> 'when')) END AS matched, \
-         COALESCE({row}.payload ? 'when' AND jsonb_typeof({row}.payload -> 'when') <> 'array', false) AS when_malformed, \
+         {row}.payload ->> 'op' AS op, {when}, \
          COALESCE(jsonb_typeof({row}.payload -> 'old') = 'object', false) AS has_old, \
          COALESCE(jsonb_typeof({row}.payload -> 'new') = 'object', false) AS has_new, \
-         ({row}.payload -> 'message')::text AS message, \
-         ({row}.payload -> 'context')::text AS context"
+         {message}, ({row}.payload -> 'context')::text AS context"
     )
 }
 
@@ -38,7 +49,7 @@ pub(crate) fn claim_fields(row: &str) -> String {
 pub(crate) static NOTIFICATION_CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {} FROM {}($1, $2, $3, $4) AS c",
-        claim_fields("c"),
+        claim_fields("c", false, true),
         super::names::NOTIFICATION_CLAIM_FN
     )
 });
