@@ -781,10 +781,7 @@ impl Shape<'_> {
         }
         let old: Vec<i32> = self.copies.iter().map(|(old, _)| *old).collect();
         let new: Vec<i32> = self.copies.iter().map(|(_, new)| *new).collect();
-        let (code, key, copies) = match (
-            old.iter().any(|n| *n > 0),
-            new.iter().any(|n| *n > 0),
-        ) {
+        let (code, key, copies) = match (old.iter().any(|n| *n > 0), new.iter().any(|n| *n > 0)) {
             (false, true) => (1, Payload::NEW, new),
             (true, false) => (0, Payload::OLD, old),
             _ => return None,

@@ -18,7 +18,9 @@ pub fn quote_ident(name: &str) -> String {
 
 /// A SQL string literal (`'it''s'`). Only for generated SQL that cannot take
 /// bind parameters (DDL, the text of a prepared query); the value is a name
-/// or a key from code, never data read at run time.
+/// or a key from code, never data read at run time. Assumes
+/// `standard_conforming_strings = on`, PostgreSQL's default since 9.1 (with
+/// it off, a backslash in the value would be an escape).
 pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
