@@ -43,12 +43,14 @@ impl Context {
         self.notification_id
     }
 
-    /// When the notification was written (the writing transaction's start).
+    /// When the notification was written (the writing transaction's start),
+    /// for stored and broadcast notifications alike.
     pub fn created_at(&self) -> Option<DateTime<Utc>> {
         self.created_at
     }
 
-    /// The latest applied Diesel migration version when the notification was written.
+    /// The latest applied Diesel migration version when the notification was
+    /// written, for stored and broadcast notifications alike.
     pub fn db_version(&self) -> Option<&str> {
         self.db_version.as_deref()
     }

@@ -894,7 +894,10 @@ impl Shape<'_> {
                     "SELECT src.k, src.p ->> 'op' AS o, src.p -> {key} AS j, {exact} AS t, src.v FROM ("
                 ));
                 if inline {
-                    sql.push("SELECT t.k, t.p::jsonb AS p, NULL::text AS v FROM unnest(")
+                    sql.push(&format!(
+                        "SELECT t.k, t.p::jsonb AS p, (t.p::jsonb) ->> {} AS v FROM unnest(",
+                        quote_literal(Payload::DB_VERSION)
+                    ))
                         .bind(Bind::Source)
                         .push("::text[]) WITH ORDINALITY AS t(p, k)");
                 } else {

@@ -704,8 +704,12 @@ fn handle_broadcast(
             data: parse_context(payload.context.map(|raw| raw.get()))
                 .map_err(AttemptError::Handler)?,
             notification_id: None,
-            created_at: None,
-            db_version: None,
+            created_at: payload.created_at.as_deref().and_then(|text| {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .ok()
+                    .map(|at| at.with_timezone(&chrono::Utc))
+            }),
+            db_version: payload.db_version.clone(),
             attempt: 1,
         };
         if let Some(plan) = plan {

@@ -28,6 +28,7 @@ pub struct ItemChannel;
 
 const SCHEMA: &str = "
 CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL);
+CREATE TABLE pings (id bigserial PRIMARY KEY);
 CREATE TABLE effects (
     id bigserial PRIMARY KEY,
     name text NOT NULL,
@@ -310,4 +311,60 @@ fn db_version_is_the_schema_version_when_the_row_was_written() {
             ("new schema".to_owned(), Some("20000101000002".to_owned())),
         ]
     );
+}
+
+diesel::table! {
+    pings (id) {
+        id -> BigInt,
+    }
+}
+
+#[derive(Queryable, Selectable, Identifiable, Debug)]
+#[diesel(table_name = pings)]
+pub struct Ping {
+    pub id: i64,
+}
+
+/// A broadcast channel: its notifications are not stored.
+#[pgpubsub::trigger_channel(model = Ping)]
+pub struct PingChannel;
+
+type PingSeen = (Option<DateTime<Utc>>, Option<String>, Option<i64>);
+
+static PINGS: std::sync::Mutex<Vec<PingSeen>> = std::sync::Mutex::new(Vec::new());
+
+#[pgpubsub::post_insert_listener(PingChannel)]
+fn ping_inserted(new: Ping, ctx: &Context) {
+    assert!(new.id > 0);
+    PINGS.lock().unwrap().push((
+        ctx.created_at(),
+        ctx.db_version().map(str::to_owned),
+        ctx.notification_id(),
+    ));
+}
+
+#[test]
+fn a_broadcast_carries_its_write_time_and_schema_version() {
+    let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    let handle = pgpubsub::Listener::new(db.url())
+        .channels(["ping_channel"])
+        .spawn()
+        .unwrap();
+    assert!(handle.wait_listening(WAIT));
+    let before = db_now(&mut conn);
+    diesel::sql_query("INSERT INTO pings DEFAULT VALUES")
+        .execute(&mut conn)
+        .unwrap();
+    let after = db_now(&mut conn);
+    assert!(wait_until(WAIT, || PINGS.lock().unwrap().len() == 1));
+    handle.shutdown().unwrap();
+    let (created_at, db_version, id) = PINGS.lock().unwrap()[0].clone();
+    let created_at = created_at.unwrap();
+    assert!(
+        before <= created_at && created_at <= after,
+        "{before} <= {created_at} <= {after}"
+    );
+    assert_eq!(db_version.as_deref(), Some("20000101000001"));
+    assert_eq!(id, None, "a broadcast is not stored");
 }

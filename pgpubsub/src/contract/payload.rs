@@ -55,6 +55,14 @@ pub struct Payload<'a> {
     /// The notification context (added by `pgpubsub_notification_send`).
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub context: Option<&'a RawValue>,
+    /// When a broadcast was written (`now()` of the writing transaction;
+    /// stored notifications keep it in their row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// The schema version a broadcast was written at (stored notifications
+    /// keep it in their row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_version: Option<String>,
     /// A broadcast payload too large for `NOTIFY`: the id of its stored row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgpubsub_stored: Option<i64>,
@@ -89,6 +97,10 @@ impl Payload<'_> {
     pub const WHEN: &'static str = "when";
     /// Key of [`Payload::context`].
     pub const CONTEXT: &'static str = "context";
+    /// Key of [`Payload::created_at`].
+    pub const CREATED_AT: &'static str = "created_at";
+    /// Key of [`Payload::db_version`].
+    pub const DB_VERSION: &'static str = "db_version";
     /// Key of [`Payload::pgpubsub_stored`].
     pub const STORED: &'static str = "pgpubsub_stored";
 
@@ -104,6 +116,8 @@ impl Payload<'_> {
         Self::MESSAGE,
         Self::WHEN,
         Self::CONTEXT,
+        Self::CREATED_AT,
+        Self::DB_VERSION,
         Self::STORED,
     ];
 }
@@ -128,6 +142,8 @@ mod tests {
             message: Some(&raw),
             when: Some(vec![]),
             context: Some(&raw),
+            created_at: Some("2024-01-01T00:00:00+00:00".into()),
+            db_version: Some("1".into()),
             pgpubsub_stored: Some(1),
         };
         let value: serde_json::Value =

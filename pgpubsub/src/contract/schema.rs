@@ -52,8 +52,8 @@ mod tests {
         ),
         (
             "schema/0002",
-            "6fbfc94c797ed49d473c39488e77c733ac49591ff25a228d9b54a2c86fcc1453",
-            "8a0c7fad50d0675e388fb3b71b0a565d2155a414b8d8be482021a8d5e1eb1705",
+            "3149f0a5640d6da48fb6f9559fc0eb57bf077bdb8184d97b36039d5668fbba0b",
+            "188d22ae4d07ec2d1bf6e163f8464415bb202ac68fb3179435ef05bf7b8df5be",
         ),
     ];
 
