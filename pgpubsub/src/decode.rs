@@ -314,6 +314,14 @@ impl Plans {
         let crate::registry::ChannelSource::Trigger(source) = entry.def.source else {
             return None;
         };
+        if entry
+            .row_copies()
+            .iter()
+            .all(|(old, new)| *old == 0 && *new == 0)
+        {
+            // No handler takes a row: nothing to decode, nothing to fail.
+            return None;
+        }
         let stale = self
             .plans
             .get(entry.def.name)
@@ -349,6 +357,14 @@ impl Plans {
 struct Flag {
     #[diesel(sql_type = diesel::sql_types::Bool)]
     ok: bool,
+}
+
+#[derive(QueryableByName)]
+struct ColumnType {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    type_name: String,
 }
 
 #[derive(QueryableByName)]
@@ -405,6 +421,26 @@ impl Plan {
                 tracing::warn!(channel = entry.def.name, error = %err, "cannot inspect the channel's table; reading intervals under sql_standard");
                 true
             });
+        let types: HashMap<String, String> = diesel::sql_query(queries::TABLE_COLUMN_TYPES)
+            .bind::<Text, _>(&table)
+            .load::<ColumnType>(conn)
+            .map_err(|err| format!("cannot read the columns of {table}: {}", error_chain(&err)))?
+            .into_iter()
+            .map(|column| (column.name, column.type_name))
+            .collect();
+        let mut record = Vec::with_capacity(columns.len());
+        for column in &columns {
+            let type_name = types.get(&column.name).ok_or_else(|| {
+                format!(
+                    "the model `{}` selects the column `{}`, which the table {table} does not have",
+                    source.model, column.name
+                )
+            })?;
+            record.push(format!("{} {type_name}", quote_ident(&column.name)));
+        }
+        // Only the model's columns are read, each with its own type: a column
+        // the model does not select cannot fail the decode.
+        let record = format!("jsonb_to_record(h.j) AS r({})", record.join(", "));
         let copies = entry.row_copies();
         let shape = Shape {
             upgrade: source.upgrade,
@@ -424,12 +460,10 @@ impl Plan {
             shape.query(
                 inline,
                 &format!("SELECT s.k, s.side, {select}"),
-                &format!(
-                    "\nCROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, h.j) AS r{copies_join}"
-                ),
+                &format!("\nCROSS JOIN LATERAL {record}{copies_join}\nWHERE h.j IS NOT NULL"),
             )
         });
-        let claim = shape.claim(&table, &select, copies_join);
+        let claim = shape.claim(&record, &select, copies_join);
         let check = [false, true].map(|inline| {
             shape.query(
                 inline,
@@ -527,12 +561,15 @@ impl Plan {
         }
         let previous =
             diesel::sql_query(queries::INTERVAL_STYLE_SET).get_result::<Setting>(conn)?;
-        let result = run(conn);
+        // On an error the caller rolls back (a savepoint or the transaction),
+        // which restores the settings too; a restore here would only hide
+        // the error behind "current transaction is aborted".
+        let result = run(conn)?;
         diesel::sql_query(queries::INTERVAL_STYLE_RESTORE)
             .bind::<Text, _>(&previous.value)
             .bind::<Text, _>(&previous.monetary)
             .execute(conn)?;
-        result
+        Ok(result)
     }
 
     fn query<'a>(&'a self, sql: &'a [Sql; 2], source: Source<'a>) -> RowsQuery<'a> {
@@ -712,6 +749,15 @@ fn select_list(columns: &[ModelColumn], upgraded: bool) -> String {
         .join(", ")
 }
 
+/// The row to decode, `h.j`, from a payload row `s`: the upgrade hook's
+/// output (`hooked`) under the table's missing-column values, or NULL when
+/// the row is not an object or no handler of its operation takes it.
+/// Computed so the decode never sees a row it must not read: PostgreSQL may
+/// evaluate the decode before a filter on `s`.
+const MERGE: &str = "SELECT CASE WHEN jsonb_typeof(u.j) = 'object' AND s.copies > 0 \
+    THEN (CASE WHEN d.m = '{}'::jsonb THEN u.j ELSE d.m || u.j END) END AS j, u.j AS hooked \
+    FROM (SELECT {hooked} AS j) AS u";
+
 /// What a channel's queries must read of each payload.
 struct Shape<'a> {
     upgrade: Option<&'a str>,
@@ -727,8 +773,8 @@ impl Shape<'_> {
     /// Claims a batch and decodes it: one row per notification and decoded
     /// row, or one with a NULL side when the payload has no row a handler
     /// takes (or the rows are malformed, which validation reports).
-    fn claim(&self, table: &str, select: &str, copies: &str) -> Sql {
-        if let Some(flat) = self.flat_claim(table, select) {
+    fn claim(&self, record: &str, select: &str, copies: &str) -> Sql {
+        if let Some(flat) = self.flat_claim(record, select) {
             return flat;
         }
         let mut sql = Sql::default();
@@ -764,10 +810,9 @@ impl Shape<'_> {
             "c.payload",
         );
         sql.push(&format!(
-            "\n  ) AS s\n  CROSS JOIN LATERAL (SELECT CASE WHEN d.m = '{{}}'::jsonb THEN u.j ELSE d.m || u.j END AS j, u.j AS hooked\n      \
-             FROM (SELECT {hooked} AS j) AS u WHERE jsonb_typeof(u.j) = 'object') AS h\n  \
-             CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, h.j) AS r{copies}\n) AS x ON true\nORDER BY c.id",
-            hooked = self.hooked(),
+            "\n  ) AS s\n  CROSS JOIN LATERAL ({merge}) AS h\n  \
+             CROSS JOIN LATERAL {record}{copies}\n  WHERE h.j IS NOT NULL\n) AS x ON true\nORDER BY c.id",
+            merge = MERGE.replace("{hooked}", &self.hooked()),
         ));
         sql
     }
@@ -775,7 +820,7 @@ impl Shape<'_> {
     /// The common case in its cheapest form: handlers take one side, one
     /// copy each, no `upgrade`, no exact `json` text. One row per claimed
     /// notification.
-    fn flat_claim(&self, table: &str, select: &str) -> Option<Sql> {
+    fn flat_claim(&self, record: &str, select: &str) -> Option<Sql> {
         if self.upgrade.is_some() || self.exact {
             return None;
         }
@@ -790,6 +835,10 @@ impl Shape<'_> {
             return None;
         }
         let key = quote_literal(key);
+        let wanted = format!(
+            "(CASE c.payload ->> 'op' WHEN 'INSERT' THEN {} WHEN 'UPDATE' THEN {} WHEN 'DELETE' THEN {} ELSE 0 END) > 0",
+            copies[0], copies[1], copies[2]
+        );
         let mut sql = Sql::default();
         sql.push(
             "WITH d AS MATERIALIZED (SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb) AS m\n    \
@@ -811,12 +860,11 @@ impl Shape<'_> {
         .bind(Bind::Cursor)
         .push(&format!(
             ") AS c CROSS JOIN d\nLEFT JOIN LATERAL (\n  SELECT {code} AS side, {select}\n  \
-             FROM jsonb_populate_record(NULL::{table}, \
-             CASE WHEN d.m = '{{}}'::jsonb THEN c.payload -> {key} ELSE d.m || (c.payload -> {key}) END) AS r\n  \
-             WHERE jsonb_typeof(c.payload -> {key}) = 'object' \
-             AND (CASE c.payload ->> 'op' WHEN 'INSERT' THEN {} WHEN 'UPDATE' THEN {} WHEN 'DELETE' THEN {} ELSE 0 END) > 0\n\
-             ) AS x ON true",
-            copies[0], copies[1], copies[2]
+             FROM (SELECT CASE WHEN jsonb_typeof(c.payload -> {key}) = 'object' AND {wanted} \
+             THEN (CASE WHEN d.m = '{{}}'::jsonb THEN c.payload -> {key} ELSE d.m || (c.payload -> {key}) END) END AS j) AS h\n  \
+             CROSS JOIN LATERAL {record}\n  \
+             WHERE h.j IS NOT NULL\n\
+             ) AS x ON true\nORDER BY c.id",
         ));
         Some(sql)
     }
@@ -871,7 +919,8 @@ impl Shape<'_> {
     fn hooked(&self) -> String {
         match self.upgrade {
             Some(expression) => format!(
-                "(SELECT ({expression}) FROM (SELECT s.j AS row_json, s.v AS db_version) AS upgrade_input)"
+                "(SELECT ({expression}) FROM (SELECT s.j AS row_json, s.v AS db_version) AS upgrade_input \
+                 WHERE jsonb_typeof(upgrade_input.row_json) = 'object')"
             ),
             None => "s.j".to_owned(),
         }
@@ -920,8 +969,8 @@ impl Shape<'_> {
         .bind(Bind::Table)
         .push(&format!(
             "::regclass AND a.atthasmissing AND NOT a.attisdropped) AS d\n\
-             CROSS JOIN LATERAL (SELECT CASE WHEN d.m = '{{}}'::jsonb THEN u.j ELSE d.m || u.j END AS j, u.j AS hooked\n    \
-             FROM (SELECT {hooked} AS j) AS u WHERE jsonb_typeof(u.j) = 'object') AS h{tail}"
+             CROSS JOIN LATERAL ({merge}) AS h{tail}",
+            merge = MERGE.replace("{hooked}", &hooked),
         ));
         sql
     }

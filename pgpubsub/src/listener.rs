@@ -283,6 +283,10 @@ pub struct Stats {
     pub broadcasts: AtomicU64,
     /// Worker restarts.
     pub restarts: AtomicU64,
+    /// Batches whose claim-and-decode query failed and that were claimed
+    /// again and decoded under savepoints (a payload that does not decode,
+    /// or a channel whose decode query does not work).
+    pub careful_claims: AtomicU64,
 }
 
 pub(crate) struct Shared {

@@ -281,6 +281,7 @@ fn claim(
 ) -> Result<Batch> {
     let mut outcome = claim_batch(shared, conn, plans, channel, cursor, false);
     if matches!(outcome, Err(BatchError::Careful)) {
+        shared.stats.careful_claims.fetch_add(1, Ordering::Relaxed);
         outcome = claim_batch(shared, conn, plans, channel, cursor, true);
     }
     match outcome {
@@ -506,6 +507,14 @@ fn decode_each(
             Err(err) => failures.push((row.id, err)),
         }
     }
+    // A cancelled statement (statement_timeout, a cancel request) says
+    // nothing about the payload: leave the batch for later.
+    if let Some((_, err)) = failures.iter().find(|(_, err)| is_cancel(err)) {
+        return Err(BatchError::Channel(format!(
+            "its decode query was cancelled: {}",
+            error_chain(err)
+        )));
+    }
     let database = failures
         .iter()
         .any(|(_, err)| matches!(err, diesel::result::Error::DatabaseError(..)));
@@ -524,6 +533,12 @@ fn decode_each(
         }
     }
     Ok(())
+}
+
+/// True for PostgreSQL's "canceling statement due to …" (SQLSTATE 57014),
+/// which Diesel reports without its code.
+fn is_cancel(err: &diesel::result::Error) -> bool {
+    matches!(err, diesel::result::Error::DatabaseError(_, info) if info.message().starts_with("canceling statement"))
 }
 
 /// Where each claimed notification that is still good sits in the batch.

@@ -130,6 +130,14 @@ WITH RECURSIVE types(oid) AS ( \
 ) \
 SELECT EXISTS (SELECT 1 FROM types WHERE oid IN ('interval'::regtype, 'money'::regtype)) AS ok";
 
+/// The columns of table `$1` with their types as PostgreSQL spells them
+/// (`format_type`, quoted where needed): the decode reads only the model's
+/// columns, each as its own type (`jsonb_to_record(...) AS r(col type, ...)`).
+pub(crate) const TABLE_COLUMN_TYPES: &str = "\
+SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type_name \
+FROM pg_attribute AS a \
+WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped";
+
 /// Sets the input settings of a decode for the rest of the transaction and
 /// returns the previous values: PostgreSQL reads an interval written in the
 /// `sql_standard` style correctly only under that style (and every other
