@@ -171,8 +171,9 @@ pub(crate) enum Bind {
     Limit,
     /// A claim's cursor.
     Cursor,
-    /// The table's name, for `::regclass`.
-    Table,
+    /// The table's missing-column values (`attmissingval`) of the model's
+    /// columns, as a JSON object.
+    Missing,
 }
 
 /// A query's SQL: `pieces[0] binds[0] pieces[1] … pieces[n]`.
@@ -207,7 +208,7 @@ impl Sql {
 pub struct RowsQuery<'a> {
     sql: &'a Sql,
     source: Source<'a>,
-    table: &'a str,
+    missing: &'a str,
 }
 
 /// [`RowsQuery`] with the SQL type of its rows, for Diesel.
@@ -260,7 +261,7 @@ impl<ST> QueryFragment<Pg> for TypedRows<'_, ST> {
                         _ => out.push_bind_param::<BigInt, _>(&args.cursor)?,
                     }
                 }
-                Some(Bind::Table) => out.push_bind_param::<Text, _>(&query.table)?,
+                Some(Bind::Missing) => out.push_bind_param::<Text, _>(&query.missing)?,
                 None => {}
             }
         }
@@ -275,7 +276,12 @@ pub(crate) struct Plan {
     channel: &'static str,
     model: &'static str,
     source: TriggerSource,
-    table: String,
+    /// What the table's own old rows read for the model's columns that
+    /// were added with a default (`attmissingval`), as a JSON object: a
+    /// payload written before such a column existed reads the same. Read
+    /// once per plan: the model's columns are fixed, and a plan is built
+    /// again when its query fails.
+    missing: String,
     /// Claims and decodes in one query.
     claim: Sql,
     /// Decode SQL for stored and inline payloads.
@@ -360,6 +366,12 @@ struct Flag {
 }
 
 #[derive(QueryableByName)]
+struct Missing {
+    #[diesel(sql_type = Text)]
+    missing: String,
+}
+
+#[derive(QueryableByName)]
 struct ColumnType {
     #[diesel(sql_type = Text)]
     name: String,
@@ -438,6 +450,13 @@ impl Plan {
             })?;
             record.push(format!("{} {type_name}", quote_ident(&column.name)));
         }
+        let model_columns: Vec<&str> = columns.iter().map(|column| column.name.as_str()).collect();
+        let missing = diesel::sql_query(queries::TABLE_MISSING_VALUES)
+            .bind::<Text, _>(&table)
+            .bind::<Array<Text>, _>(&model_columns)
+            .get_result::<Missing>(conn)
+            .map_err(|err| format!("cannot read the columns of {table}: {}", error_chain(&err)))?
+            .missing;
         // Only the model's columns are read, each with its own type: a column
         // the model does not select cannot fail the decode.
         let record = format!("jsonb_to_record(h.j) AS r({})", record.join(", "));
@@ -503,7 +522,7 @@ impl Plan {
             channel: entry.def.name,
             model: source.model,
             source,
-            table,
+            missing,
             claim,
             decode,
             check,
@@ -546,7 +565,7 @@ impl Plan {
         let query = RowsQuery {
             sql: &self.claim,
             source: Source::Claim(args),
-            table: &self.table,
+            missing: &self.missing,
         };
         self.with_interval_style(conn, |conn| (self.source.claim)(conn, &query))
     }
@@ -577,7 +596,7 @@ impl Plan {
         RowsQuery {
             sql: &sql[index],
             source,
-            table: &self.table,
+            missing: &self.missing,
         }
     }
 
@@ -790,12 +809,11 @@ impl Shape<'_> {
         .push(", ")
         .bind(Bind::Cursor)
         .push(
-            ")),\nd AS MATERIALIZED (SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb) AS m\n    \
-             FROM pg_attribute AS a WHERE a.attrelid = ",
+            ")),\nd AS (SELECT ",
         )
-        .bind(Bind::Table)
+        .bind(Bind::Missing)
         .push(&format!(
-            "::regclass AND a.atthasmissing AND NOT a.attisdropped)\n\
+            "::jsonb AS m)\n\
              SELECT {fields}, x.*\nFROM c CROSS JOIN d\nLEFT JOIN LATERAL (\n  SELECT s.side, {select}\n  FROM (",
             fields = queries::claim_fields("c", true, self.conditions),
         ));
@@ -841,12 +859,11 @@ impl Shape<'_> {
         );
         let mut sql = Sql::default();
         sql.push(
-            "WITH d AS MATERIALIZED (SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb) AS m\n    \
-             FROM pg_attribute AS a WHERE a.attrelid = ",
+            "WITH d AS (SELECT ",
         )
-        .bind(Bind::Table)
+        .bind(Bind::Missing)
         .push(&format!(
-            "::regclass AND a.atthasmissing AND NOT a.attisdropped)\n\
+            "::jsonb AS m)\n\
              SELECT {fields}, x.*\nFROM {claim}(",
             fields = queries::claim_fields("c", true, self.conditions),
             claim = names::NOTIFICATION_CLAIM_FN,
@@ -962,16 +979,13 @@ impl Shape<'_> {
             "src.p",
         );
         let hooked = self.hooked();
-        sql.push(
-            "\n) AS s\nCROSS JOIN (SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb) AS m\n    \
-             FROM pg_attribute AS a WHERE a.attrelid = ",
-        )
-        .bind(Bind::Table)
-        .push(&format!(
-            "::regclass AND a.atthasmissing AND NOT a.attisdropped) AS d\n\
+        sql.push("\n) AS s\nCROSS JOIN (SELECT ")
+            .bind(Bind::Missing)
+            .push(&format!(
+                "::jsonb AS m) AS d\n\
              CROSS JOIN LATERAL ({merge}) AS h{tail}",
-            merge = MERGE.replace("{hooked}", &hooked),
-        ));
+                merge = MERGE.replace("{hooked}", &hooked),
+            ));
         sql
     }
 }

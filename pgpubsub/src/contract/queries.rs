@@ -138,6 +138,14 @@ SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type_nam
 FROM pg_attribute AS a \
 WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped";
 
+/// The missing-column values (`attmissingval`: what the table's existing
+/// rows read for a column added with a default) of table `$1`'s columns
+/// `$2`, as a JSON object's text.
+pub(crate) const TABLE_MISSING_VALUES: &str = "\
+SELECT COALESCE(jsonb_object_agg(a.attname, to_jsonb(a.attmissingval) -> 0), '{}'::jsonb)::text AS missing \
+FROM pg_attribute AS a \
+WHERE a.attrelid = $1::regclass AND a.atthasmissing AND NOT a.attisdropped AND a.attname = ANY($2)";
+
 /// Sets the input settings of a decode for the rest of the transaction and
 /// returns the previous values: PostgreSQL reads an interval written in the
 /// `sql_standard` style correctly only under that style (and every other
