@@ -837,7 +837,8 @@ impl Shape<'_> {
 
     /// The common case in its cheapest form: handlers take one side, one
     /// copy each, no `upgrade`, no exact `json` text. One row per claimed
-    /// notification.
+    /// notification, in the claim function's order (by id; no sort: the
+    /// worker's cursor is the highest id either way).
     fn flat_claim(&self, record: &str, select: &str) -> Option<Sql> {
         if self.upgrade.is_some() || self.exact {
             return None;
@@ -881,7 +882,7 @@ impl Shape<'_> {
              THEN (CASE WHEN d.m = '{{}}'::jsonb THEN c.payload -> {key} ELSE d.m || (c.payload -> {key}) END) END AS j) AS h\n  \
              CROSS JOIN LATERAL {record}\n  \
              WHERE h.j IS NOT NULL\n\
-             ) AS x ON true\nORDER BY c.id",
+             ) AS x ON true",
         ));
         Some(sql)
     }
