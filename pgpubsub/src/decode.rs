@@ -194,6 +194,20 @@ impl Sql {
         self
     }
 
+    /// `pgpubsub_notification_claim(channel, snapshot, limit, cursor)`.
+    fn claim_call(&mut self) -> &mut Self {
+        self.push(names::NOTIFICATION_CLAIM_FN)
+            .push("(")
+            .bind(Bind::Source)
+            .push(", ")
+            .bind(Bind::Snapshot)
+            .push(", ")
+            .bind(Bind::Limit)
+            .push(", ")
+            .bind(Bind::Cursor)
+            .push(")")
+    }
+
     fn bind(&mut self, bind: Bind) -> &mut Self {
         if self.pieces.is_empty() {
             self.pieces.push(String::new());
@@ -777,6 +791,18 @@ const MERGE: &str = "SELECT CASE WHEN jsonb_typeof(u.j) = 'object' AND s.copies 
     THEN (CASE WHEN d.m = '{}'::jsonb THEN u.j ELSE d.m || u.j END) END AS j, u.j AS hooked \
     FROM (SELECT {hooked} AS j) AS u";
 
+/// How many copies of a row the operation `op` (a SQL expression giving
+/// `INSERT`, `UPDATE` or `DELETE`) needs, as SQL.
+fn copies_by_op(op: &str, copies: &[i32]) -> String {
+    let of = |index: usize| copies.get(index).copied().unwrap_or(0);
+    format!(
+        "(CASE {op} WHEN 'INSERT' THEN {} WHEN 'UPDATE' THEN {} WHEN 'DELETE' THEN {} ELSE 0 END)",
+        of(0),
+        of(1),
+        of(2)
+    )
+}
+
 /// What a channel's queries must read of each payload.
 struct Shape<'a> {
     upgrade: Option<&'a str>,
@@ -797,19 +823,10 @@ impl Shape<'_> {
             return flat;
         }
         let mut sql = Sql::default();
-        sql.push(&format!(
-            "WITH c AS MATERIALIZED (SELECT * FROM {}(",
-            names::NOTIFICATION_CLAIM_FN
-        ))
-        .bind(Bind::Source)
-        .push(", ")
-        .bind(Bind::Snapshot)
-        .push(", ")
-        .bind(Bind::Limit)
-        .push(", ")
-        .bind(Bind::Cursor)
+        sql.push("WITH c AS MATERIALIZED (SELECT * FROM ")
+        .claim_call()
         .push(
-            ")),\nd AS (SELECT ",
+            "),\nd AS (SELECT ",
         )
         .bind(Bind::Missing)
         .push(&format!(
@@ -854,10 +871,7 @@ impl Shape<'_> {
             return None;
         }
         let key = quote_literal(key);
-        let wanted = format!(
-            "(CASE c.payload ->> 'op' WHEN 'INSERT' THEN {} WHEN 'UPDATE' THEN {} WHEN 'DELETE' THEN {} ELSE 0 END) > 0",
-            copies[0], copies[1], copies[2]
-        );
+        let wanted = format!("{} > 0", copies_by_op("c.payload ->> 'op'", &copies));
         let mut sql = Sql::default();
         sql.push(
             "WITH d AS (SELECT ",
@@ -865,19 +879,12 @@ impl Shape<'_> {
         .bind(Bind::Missing)
         .push(&format!(
             "::jsonb AS m)\n\
-             SELECT {fields}, x.*\nFROM {claim}(",
+             SELECT {fields}, x.*\nFROM ",
             fields = queries::claim_fields("c", true, self.conditions),
-            claim = names::NOTIFICATION_CLAIM_FN,
         ))
-        .bind(Bind::Source)
-        .push(", ")
-        .bind(Bind::Snapshot)
-        .push(", ")
-        .bind(Bind::Limit)
-        .push(", ")
-        .bind(Bind::Cursor)
+        .claim_call()
         .push(&format!(
-            ") AS c CROSS JOIN d\nLEFT JOIN LATERAL (\n  SELECT {code} AS side, {select}\n  \
+            " AS c CROSS JOIN d\nLEFT JOIN LATERAL (\n  SELECT {code} AS side, {select}\n  \
              FROM (SELECT CASE WHEN jsonb_typeof(c.payload -> {key}) = 'object' AND {wanted} \
              THEN (CASE WHEN d.m = '{{}}'::jsonb THEN c.payload -> {key} ELSE d.m || (c.payload -> {key}) END) END AS j) AS h\n  \
              CROSS JOIN LATERAL {record}\n  \
@@ -922,10 +929,7 @@ impl Shape<'_> {
                 "NULL::jsonb".to_owned()
             };
             // Only the operations whose handlers take this row decode it.
-            let copies = format!(
-                "CASE w.o WHEN 'INSERT' THEN {} WHEN 'UPDATE' THEN {} WHEN 'DELETE' THEN {} ELSE 0 END",
-                copies[0], copies[1], copies[2]
-            );
+            let copies = copies_by_op("w.o", copies);
             sql.push(&format!(
                 "\n    SELECT w.k, {code} AS side, {copies} AS copies, w.j, w.t, w.v FROM ("
             ));
