@@ -10,7 +10,9 @@ use syn::ext::IdentExt;
 use syn::{Ident, Item, LitStr, Type};
 
 use crate::internals::args::{parse_eq, parse_flag, parse_keys, parse_str, Attr};
-use crate::internals::symbol::{one_of, Symbol, LOCK_NOTIFICATIONS, MODEL, NAME, UPGRADE};
+use crate::internals::symbol::{
+    one_of, Symbol, LOCK_NOTIFICATIONS, MAX_ATTEMPTS, MODEL, NAME, UPGRADE,
+};
 use crate::internals::{item_head, item_with_errors, type_name, Ctxt};
 
 /// Longest channel name: `pgpubsub_<name>` must fit PostgreSQL's 63-byte identifiers.
@@ -33,8 +35,8 @@ impl Flavor {
 
     fn keys(self) -> &'static [Symbol] {
         match self {
-            Flavor::Trigger => &[MODEL, LOCK_NOTIFICATIONS, NAME, UPGRADE],
-            Flavor::Message => &[LOCK_NOTIFICATIONS, NAME],
+            Flavor::Trigger => &[MODEL, LOCK_NOTIFICATIONS, NAME, UPGRADE, MAX_ATTEMPTS],
+            Flavor::Message => &[LOCK_NOTIFICATIONS, NAME, MAX_ATTEMPTS],
         }
     }
 
@@ -52,6 +54,7 @@ struct ChannelArgs {
     lock_notifications: bool,
     name: Option<LitStr>,
     upgrade: Option<LitStr>,
+    max_attempts: Option<u32>,
 }
 
 impl ChannelArgs {
@@ -60,6 +63,8 @@ impl ChannelArgs {
         let mut lock = Attr::none(cx, LOCK_NOTIFICATIONS);
         let mut name = Attr::none(cx, NAME);
         let mut upgrade = Attr::none(cx, UPGRADE);
+        let mut max_attempts = Attr::none(cx, MAX_ATTEMPTS);
+        let mut max_attempts_key: Option<syn::Ident> = None;
         let mut model_given = false;
         parse_keys(cx, args, |key, input| {
             if flavor == Flavor::Trigger && key == MODEL {
@@ -87,6 +92,23 @@ impl ChannelArgs {
                     );
                 }
                 upgrade.set(key, lit);
+            } else if key == MAX_ATTEMPTS {
+                let lit = parse_eq::<syn::LitInt>(key, input, "a whole number of attempts", "5")?;
+                let value = match lit.base10_parse::<u32>() {
+                    Ok(value) if value >= 1 && i32::try_from(value).is_ok() => value,
+                    _ => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "`max_attempts` must be a whole number from 1 to {}, not `{lit}`; \
+                                 help: write `max_attempts = 5`",
+                                i32::MAX
+                            ),
+                        ))
+                    }
+                };
+                max_attempts_key = Some(key.clone());
+                max_attempts.set(key, value);
             } else {
                 let mut message = format!(
                     "unknown option `{}`, expected one of {}",
@@ -114,11 +136,27 @@ impl ChannelArgs {
                 ),
             );
         }
+        let lock_notifications = lock.get().unwrap_or(false);
+        let max_attempts = max_attempts.get();
+        if let (Some(key), false) = (&max_attempts_key, lock_notifications) {
+            cx.error_at(
+                key.span(),
+                format!(
+                    "`max_attempts` needs `lock_notifications`: broadcast notifications run once \
+                     on every listener and are never retried; help: write `{}`",
+                    match flavor {
+                        Flavor::Trigger => "#[trigger_channel(model = Media, lock_notifications, max_attempts = 5)]",
+                        Flavor::Message => "#[channel(lock_notifications, max_attempts = 5)]",
+                    }
+                ),
+            );
+        }
         ChannelArgs {
             model,
-            lock_notifications: lock.get().unwrap_or(false),
+            lock_notifications,
             name: name.get(),
             upgrade: upgrade.get(),
+            max_attempts,
         }
     }
 }
@@ -351,6 +389,10 @@ fn generate(
     };
     let type_name_str = ident.unraw().to_string();
     let lock = args.lock_notifications;
+    let max_attempts = match args.max_attempts {
+        Some(value) => quote!(::core::option::Option::Some(#value)),
+        None => quote!(::core::option::Option::None),
+    };
     let (trait_impl, source) = match (flavor, &args.model) {
         (Flavor::Trigger, Some(model)) => {
             let model_name = type_name(model);
@@ -412,6 +454,7 @@ fn generate(
                 type_path: ::core::concat!(::core::module_path!(), "::", #type_name_str),
                 app: ::core::env!("CARGO_CRATE_NAME"),
                 lock_notifications: #lock,
+                max_attempts: #max_attempts,
                 source: #source,
             };
         };
@@ -430,7 +473,7 @@ mod tests {
     #[test]
     fn trigger_channel_with_every_option() {
         insta::assert_snapshot!(pretty(expand_trigger_channel(
-            quote!(model = Media, lock_notifications, name = "media"),
+            quote!(model = Media, lock_notifications, name = "media", max_attempts = 5),
             quote!(
                 pub struct MediaChannel;
             ),

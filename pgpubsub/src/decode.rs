@@ -98,17 +98,16 @@ pub struct ClaimedRow {
     pub row: Option<(Side, Option<Box<dyn Any>>)>,
 }
 
-/// The arguments of a claim (see `queries::NOTIFICATION_CLAIM`).
+/// The notifications a worker leased and now locks, claims and decodes in
+/// the transaction that runs their handlers (see
+/// `queries::NOTIFICATION_LEASED`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimArgs<'a> {
-    /// The channel.
-    pub channel: &'a str,
-    /// Leave alone what committed before this snapshot.
-    pub snapshot: Option<&'a str>,
-    /// The batch size.
-    pub limit: i64,
-    /// The worker's cursor.
-    pub cursor: i64,
+    /// The leased ids, ascending.
+    pub ids: &'a [i64],
+    /// The attempt count each was leased at: one leased again since by
+    /// another worker is skipped.
+    pub attempts: &'a [i32],
 }
 
 /// Which row of a notification.
@@ -163,14 +162,10 @@ pub struct DecodedRow {
 /// What goes between two pieces of a query's SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Bind {
-    /// The payloads: ids or texts; for a claim, the channel.
+    /// The payloads: ids or texts; for a claim, the leased ids.
     Source,
-    /// A claim's snapshot.
-    Snapshot,
-    /// A claim's batch size.
-    Limit,
-    /// A claim's cursor.
-    Cursor,
+    /// A claim's attempt counts.
+    Attempts,
     /// The table's missing-column values (`attmissingval`) of the model's
     /// columns, as a JSON object.
     Missing,
@@ -194,17 +189,13 @@ impl Sql {
         self
     }
 
-    /// `pgpubsub_notification_claim(channel, snapshot, limit, cursor)`.
+    /// `pgpubsub_notification_leased(ids, attempts)`.
     fn claim_call(&mut self) -> &mut Self {
-        self.push(names::NOTIFICATION_CLAIM_FN)
+        self.push(names::NOTIFICATION_LEASED_FN)
             .push("(")
             .bind(Bind::Source)
             .push(", ")
-            .bind(Bind::Snapshot)
-            .push(", ")
-            .bind(Bind::Limit)
-            .push(", ")
-            .bind(Bind::Cursor)
+            .bind(Bind::Attempts)
             .push(")")
     }
 
@@ -257,23 +248,17 @@ impl<ST> QueryFragment<Pg> for TypedRows<'_, ST> {
             out.push_sql(piece);
             match query.sql.binds.get(index) {
                 Some(Bind::Source) => match &query.source {
-                    Source::Claim(args) => out.push_bind_param::<Text, _>(&args.channel)?,
+                    Source::Claim(args) => out.push_bind_param::<Array<BigInt>, _>(&args.ids)?,
                     Source::Stored(ids) => out.push_bind_param::<Array<BigInt>, _>(ids)?,
                     Source::Inline(texts) => out.push_bind_param::<Array<Text>, _>(texts)?,
                 },
-                Some(bind @ (Bind::Snapshot | Bind::Limit | Bind::Cursor)) => {
+                Some(Bind::Attempts) => {
                     let Source::Claim(args) = &query.source else {
                         return Err(diesel::result::Error::QueryBuilderError(
                             "a claim bind in a query that does not claim".into(),
                         ));
                     };
-                    match bind {
-                        Bind::Snapshot => {
-                            out.push_bind_param::<Nullable<Text>, _>(&args.snapshot)?
-                        }
-                        Bind::Limit => out.push_bind_param::<BigInt, _>(&args.limit)?,
-                        _ => out.push_bind_param::<BigInt, _>(&args.cursor)?,
-                    }
+                    out.push_bind_param::<Array<Integer>, _>(&args.attempts)?;
                 }
                 Some(Bind::Missing) => out.push_bind_param::<Text, _>(&query.missing)?,
                 None => {}

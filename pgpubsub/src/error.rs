@@ -23,10 +23,10 @@ pub enum Error {
         known: Vec<String>,
     },
     /// Connecting to PostgreSQL failed.
-    #[error("cannot connect to PostgreSQL at {url}")]
+    #[error("cannot connect to PostgreSQL at {target}")]
     Connect {
-        /// The URL, without its password.
-        url: String,
+        /// Where: host, port, user and database, never the password.
+        target: String,
         /// Why.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -63,6 +63,17 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The role lacks privileges a listener needs.
+    #[error("the role `{role}` lacks privileges a listener needs: {}; grant them (see pgpubsub's docs/privileges.md)", .missing.join(", "))]
+    PrivilegeMissing {
+        /// The role.
+        role: String,
+        /// Each missing privilege, as `SELECT on table pgpubsub_notification`.
+        missing: Vec<String>,
+    },
+    /// The listener did not stop within its shutdown timeout.
+    #[error("the listener did not stop within {0:?}: in-flight transactions were abandoned (they roll back; nothing is lost)")]
+    ShutdownTimeout(std::time::Duration),
     /// pgpubsub's tables are not in the database.
     #[error("pgpubsub's tables are missing in this database: write the migrations with `cargo run --bin pgpubsub-gen` and apply them (`diesel migration run` or `embed_migrations!`)")]
     SchemaMissing,
@@ -105,32 +116,9 @@ impl Error {
     }
 }
 
-/// The URL with any password replaced by `***`, for messages and logs.
-pub(crate) fn redact_url(url: &str) -> String {
-    // postgres://user:password@host/db -> postgres://user:***@host/db
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.rsplit_once('@') {
-            if let Some((user, _password)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords_only() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("host=h user=u"), "host=h user=u");
-    }
 
     #[test]
     fn unknown_channel_lists_known_ones() {

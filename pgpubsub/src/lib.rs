@@ -72,9 +72,12 @@ extern crate self as pgpubsub;
 
 mod channel;
 pub mod cli;
+mod config;
+mod connection;
 mod context;
 #[doc(hidden)]
 pub mod contract;
+pub mod dead;
 mod decode;
 mod error;
 mod event;
@@ -84,6 +87,7 @@ mod notifier;
 mod notify;
 mod registry;
 mod retry;
+mod shared;
 mod worker;
 
 #[doc(hidden)]
@@ -91,14 +95,16 @@ mod worker;
 pub mod __private;
 
 pub use channel::{Channel, ColumnKind, Model, ModelColumn, TriggerChannel};
+pub use config::ListenerConfig;
 pub use context::{clear_session_context, set_session_context, with_context, Context};
 pub use contract::quote_ident;
 pub use error::{Error, Result};
 pub use event::{HandlerError, HandlerErrorKind};
-pub use listener::{Listener, ListenerConfig, ListenerHandle, Stats, Stopper};
+pub use listener::{Listener, ListenerHandle, Stopper};
 pub use notify::notify;
 pub use registry::{ChannelDef, ChannelEntry, HandlerDef, HandlerKind, Ops, Registry};
 pub use retry::RetryPolicy;
+pub use shared::Stats;
 
 #[doc = include_str!("../docs/channel.md")]
 pub use pgpubsub_macros::channel;

@@ -1,33 +1,26 @@
 //! The one `LISTEN` session and its fan-out: wake-ups for stored
-//! notifications, payloads for broadcast ones.
+//! notifications, stored-broadcast ids for broadcast ones. The session also
+//! beats the listener's heartbeat, which doubles as its ping: a silent
+//! session that no longer answers is replaced.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use postgres::Client;
 
-use crate::contract::quote_ident;
-use crate::error::{redact_url, Error, Result};
-use crate::listener::{Broadcast, Shared};
+use crate::connection::{self, PING_AFTER};
+use crate::contract::payload::Payload;
+use crate::contract::{queries as sql, quote_ident};
+use crate::error::{Error, Result};
+use crate::shared::{Broadcast, Shared};
 
 /// How long one wait for notifications lasts before the stop flag is checked.
 const WAIT_SLICE: Duration = Duration::from_millis(200);
 
-fn url(shared: &Shared) -> &str {
-    shared
-        .config
-        .listen_url
-        .as_deref()
-        .unwrap_or(&shared.config.database_url)
-}
-
 /// Opens the `LISTEN` session for every served channel.
 pub(crate) fn connect(shared: &Shared) -> Result<Client> {
-    let url = url(shared);
-    let mut client = Client::connect(url, NoTls).map_err(|source| Error::Connect {
-        url: redact_url(url),
-        source: Box::new(source),
-    })?;
+    let mut client = connection::listen(&shared.listen)?;
     let statement: String = shared
         .served
         .iter()
@@ -40,7 +33,8 @@ pub(crate) fn connect(shared: &Shared) -> Result<Client> {
     Ok(client)
 }
 
-/// Serves the session until stopped, reconnecting with backoff when it drops.
+/// Serves the session until stopped, reconnecting with backoff when it
+/// drops; removes the listener's registration on the way out.
 pub(crate) fn run(shared: &Shared, client: Client) {
     let mut client = Some(client);
     let mut backoff = Duration::from_millis(100);
@@ -56,7 +50,7 @@ pub(crate) fn run(shared: &Shared, client: Client) {
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in = ?backoff, "cannot re-establish the listen session");
                     sleep_unless_stopped(shared, backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
             },
@@ -64,27 +58,27 @@ pub(crate) fn run(shared: &Shared, client: Client) {
         shared.set_listening(true);
         // Catch up on whatever was stored while nobody listened.
         shared.wake_workers();
-        if let Err(err) = serve(shared, &mut session) {
-            tracing::warn!(error = %err, "listen session lost");
+        match serve(shared, &mut session) {
+            Ok(()) => {
+                if let Some(registration) = shared.registration {
+                    if let Err(err) = session.execute(sql::LISTENER_UNREGISTER, &[&registration]) {
+                        tracing::debug!(error = %err, "cannot remove the listener's registration");
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "listen session lost"),
         }
         shared.set_listening(false);
     }
 }
 
 fn serve(shared: &Shared, client: &mut Client) -> Result<(), postgres::Error> {
+    let mut last_beat = Instant::now();
     while !shared.stopping() {
         let mut notifications = client.notifications();
         let mut iter = notifications.timeout_iter(WAIT_SLICE);
         while let Some(notification) = iter.next()? {
-            let channel = notification.channel();
-            match shared.entry(channel) {
-                Some(entry) if entry.def.lock_notifications => shared.wake_workers(),
-                Some(_) => shared.push_broadcast(Broadcast {
-                    channel: channel.to_owned(),
-                    payload: notification.payload().to_owned(),
-                }),
-                None => tracing::debug!(channel, "notification for a channel not served"),
-            }
+            route(shared, notification.channel(), notification.payload());
             if shared.stopping() {
                 break;
             }
@@ -95,8 +89,72 @@ fn serve(shared: &Shared, client: &mut Client) -> Result<(), postgres::Error> {
             // The iterator ends quietly on a closed socket; force the error.
             client.simple_query("SELECT 1")?;
         }
+        if last_beat.elapsed() >= PING_AFTER {
+            // The heartbeat is the ping: on a half-open connection it fails
+            // within the TCP user timeout, and the session is replaced.
+            match shared.registration {
+                Some(registration) => {
+                    client.execute(sql::LISTENER_HEARTBEAT, &[&registration])?;
+                }
+                None => {
+                    client.simple_query("SELECT 1")?;
+                }
+            }
+            last_beat = Instant::now();
+        }
     }
     Ok(())
+}
+
+/// Routes one notification: a wake-up for a lockable channel, a stored
+/// broadcast's id for a broadcast one. A broadcast payload that is not a
+/// stored-broadcast reference was not sent by pgpubsub (whose broadcasts
+/// are all stored): it is ignored and counted.
+fn route(shared: &Shared, channel: &str, payload: &str) {
+    let Some(entry) = shared.entry(channel) else {
+        tracing::debug!(channel, "notification for a channel not served");
+        return;
+    };
+    if entry.def.lock_notifications {
+        shared.wake_workers();
+        return;
+    }
+    let id = serde_json::from_str::<Payload<'_>>(payload)
+        .ok()
+        .and_then(|payload| payload.pgpubsub_stored);
+    match id {
+        Some(id) => {
+            if !shared.push_broadcast(Broadcast {
+                channel: channel.to_owned(),
+                id,
+            }) {
+                warn_every(
+                    shared.stats.broadcasts_dropped.load(Ordering::Relaxed),
+                    "broadcast queue full: broadcast dropped",
+                    channel,
+                );
+            }
+        }
+        None => {
+            let rejected = shared
+                .stats
+                .broadcasts_rejected
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            warn_every(
+                rejected,
+                "NOTIFY payload on a broadcast channel that is not a stored broadcast: ignored (pgpubsub sends only stored-broadcast ids; this came from elsewhere)",
+                channel,
+            );
+        }
+    }
+}
+
+/// Logs the 1st, 10th, 100th, … occurrence: a flood does not flood the log.
+fn warn_every(count: u64, message: &str, channel: &str) {
+    if count.max(1).ilog10() != count.saturating_sub(1).max(1).ilog10() || count == 1 {
+        tracing::warn!(channel, count, "{message}");
+    }
 }
 
 fn sleep_unless_stopped(shared: &Shared, total: Duration) {

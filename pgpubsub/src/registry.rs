@@ -113,6 +113,9 @@ pub struct ChannelDef {
     pub app: &'static str,
     /// Stored and claimed exactly once (`true`) or broadcast (`false`).
     pub lock_notifications: bool,
+    /// Attempts before a notification is dead (`max_attempts = N`); `None`:
+    /// the listener's `max_attempts`.
+    pub max_attempts: Option<u32>,
     /// Messages or row changes.
     pub source: ChannelSource,
 }

@@ -39,6 +39,8 @@ pub fn url_with_database(url: &str, database: &str) -> String {
 pub struct TestDb {
     name: String,
     url: String,
+    /// The server's admin URL the database was created (and is dropped) on.
+    admin: String,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -48,7 +50,13 @@ impl TestDb {
     /// Diesel migration, then the pgpubsub migration generated from this
     /// test binary's registry.
     pub fn new(app_schema: &str) -> TestDb {
-        let db = TestDb::empty();
+        TestDb::new_on(&admin_url(), app_schema)
+    }
+
+    /// [`TestDb::new`] on the server of `admin_url` (a URL of a database
+    /// there that accepts `CREATE DATABASE`) instead of [`admin_url()`].
+    pub fn new_on(admin_url: &str, app_schema: &str) -> TestDb {
+        let db = TestDb::empty_on(admin_url);
         let dir = tempfile::tempdir().unwrap();
         let app = dir.path().join("2000-01-01-000000_app");
         std::fs::create_dir_all(&app).unwrap();
@@ -62,6 +70,11 @@ impl TestDb {
 
     /// Creates an empty database.
     pub fn empty() -> TestDb {
+        TestDb::empty_on(&admin_url())
+    }
+
+    /// Creates an empty database on the server of `admin_url`.
+    pub fn empty_on(admin_url: &str) -> TestDb {
         let name = format!(
             "pgpubsub_test_{}_{}_{}",
             std::process::id(),
@@ -71,17 +84,18 @@ impl TestDb {
                 .unwrap()
                 .subsec_nanos()
         );
-        let mut admin = PgConnection::establish(&admin_url()).unwrap_or_else(|err| {
-            panic!(
-                "cannot connect to PostgreSQL at {} (set DATABASE_URL): {err}",
-                admin_url()
-            )
+        let mut admin = PgConnection::establish(admin_url).unwrap_or_else(|err| {
+            panic!("cannot connect to PostgreSQL at {admin_url} (set DATABASE_URL): {err}")
         });
         admin
             .batch_execute(&format!("CREATE DATABASE {}", pgpubsub::quote_ident(&name)))
             .unwrap();
-        let url = url_with_database(&admin_url(), &name);
-        TestDb { name, url }
+        let url = url_with_database(admin_url, &name);
+        TestDb {
+            name,
+            url,
+            admin: admin_url.to_owned(),
+        }
     }
 
     /// Applies the Diesel migrations in `dir`.
@@ -109,7 +123,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Ok(mut admin) = PgConnection::establish(&admin_url()) {
+        if let Ok(mut admin) = PgConnection::establish(&self.admin) {
             let _ = admin.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 pgpubsub::quote_ident(&self.name)

@@ -259,7 +259,7 @@ fn a_schema_type_diesel_cannot_load_fails_each_notification_with_the_column_name
     assert!(wait_until(WAIT, || effects(&mut conn).len() == 1));
     assert!(wait_until(WAIT, || {
         let rows = stored(&mut conn, "gauge_channel");
-        rows.len() == 2 && rows.iter().all(|row| row.attempts >= 1)
+        rows.len() == 2 && rows.iter().all(|row| row.last_error.is_some())
     }));
     handle.shutdown().unwrap();
 

@@ -34,6 +34,7 @@ fn channel(name: &'static str, lock: bool) -> ChannelDef {
         type_path: "generator::MediaChannel",
         app: "generator",
         lock_notifications: lock,
+        max_attempts: None,
         source: ChannelSource::Trigger(pgpubsub::__private::trigger_source::<Media>("Media", None)),
     }
 }
@@ -323,6 +324,7 @@ fn a_table_name_with_a_newline_cannot_inject_sql_into_the_migration() {
         type_path: "generator::Evil\nDROP TABLE victims; --",
         app: "generator",
         lock_notifications: true,
+        max_attempts: None,
         source: ChannelSource::Trigger(pgpubsub::__private::trigger_source::<Evil>("Evil", None)),
     };
     let registry = Registry::from_parts(

@@ -261,7 +261,7 @@ fn a_failing_handler_undoes_the_writes_of_the_other_handlers_of_its_notification
     assert!(wait_until(WAIT, || {
         count(
             &mut conn,
-            "SELECT count(*) AS n FROM pgpubsub_notification WHERE attempts >= 1",
+            "SELECT count(*) AS n FROM pgpubsub_notification WHERE attempts >= 1 AND last_error IS NOT NULL",
         ) == 1
     }));
     handle.shutdown().unwrap();

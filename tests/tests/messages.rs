@@ -232,7 +232,7 @@ fn a_stored_message_that_does_not_decode_is_kept_with_the_field_named() {
     assert!(wait_until(WAIT, || {
         count(
             &mut conn,
-            "SELECT count(*) AS n FROM pgpubsub_notification WHERE attempts >= 1",
+            "SELECT count(*) AS n FROM pgpubsub_notification WHERE attempts >= 1 AND last_error IS NOT NULL",
         ) == 1
     }));
     handle.shutdown().unwrap();

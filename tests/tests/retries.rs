@@ -96,10 +96,12 @@ fn a_failed_attempt_records_the_error_and_waits_for_its_backoff() {
         },
     )
     .unwrap();
-    assert!(wait_until(WAIT, || count(
+    assert!(wait_until(WAIT, || {
+        count(
         &mut conn,
-        "SELECT count(*) AS n FROM pgpubsub_notification WHERE attempts = 1"
-    ) == 1));
+        "SELECT count(*) AS n FROM pgpubsub_notification WHERE attempts = 1 AND last_error IS NOT NULL"
+    ) == 1
+    }));
     handle.shutdown().unwrap();
     assert_eq!(
         count(

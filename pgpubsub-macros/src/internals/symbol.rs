@@ -16,6 +16,8 @@ pub const LOCK_NOTIFICATIONS: Symbol = Symbol("lock_notifications");
 pub const NAME: Symbol = Symbol("name");
 /// `upgrade = "..."` of `#[trigger_channel]`: rewrites old payload rows.
 pub const UPGRADE: Symbol = Symbol("upgrade");
+/// `max_attempts = N` of the channel attributes: attempts before dead.
+pub const MAX_ATTEMPTS: Symbol = Symbol("max_attempts");
 /// `when = "..."` of `#[trigger_listener]`.
 pub const WHEN: Symbol = Symbol("when");
 /// The `insert` event of `#[trigger_listener]`.

@@ -9,16 +9,25 @@ pub const PREFIX: &str = "pgpubsub_";
 
 /// The stored notifications.
 pub const NOTIFICATION_TABLE: &str = "pgpubsub_notification";
-/// Its claim index.
+/// Its claim index (schema steps 0001–0002).
 pub const NOTIFICATION_CLAIM_INDEX: &str = "pgpubsub_notification_claim_idx";
+/// Its index of live (not dead) notifications, which claims scan (step 0003).
+pub const NOTIFICATION_LIVE_INDEX: &str = "pgpubsub_notification_live_idx";
 /// The latest applied Diesel migration (a notification's `db_version`).
 pub const DB_VERSION_FN: &str = "pgpubsub_db_version";
 /// The notification context as jsonb.
 pub const CONTEXT_FN: &str = "pgpubsub_context";
 /// Writes one notification (triggers and `notify`).
 pub const NOTIFICATION_SEND_FN: &str = "pgpubsub_notification_send";
-/// Claims a batch of stored notifications.
+/// Claims a batch of stored notifications (steps 0001–0002; unused since
+/// leases).
 pub const NOTIFICATION_CLAIM_FN: &str = "pgpubsub_notification_claim";
+/// Leases a batch of stored notifications: counts the attempt, reserves them.
+pub const NOTIFICATION_LEASE_FN: &str = "pgpubsub_notification_lease";
+/// Locks leased notifications for the transaction that runs their handlers.
+pub const NOTIFICATION_LEASED_FN: &str = "pgpubsub_notification_leased";
+/// Running listeners and their heartbeats.
+pub const LISTENER_TABLE: &str = "pgpubsub_listener";
 /// Names the columns of a payload row the table's types reject.
 pub const ROW_CHECK_FN: &str = "pgpubsub_row_check";
 
@@ -99,6 +108,10 @@ mod tests {
             CONTEXT_FN,
             NOTIFICATION_SEND_FN,
             NOTIFICATION_CLAIM_FN,
+            NOTIFICATION_LEASE_FN,
+            NOTIFICATION_LEASED_FN,
+            NOTIFICATION_LIVE_INDEX,
+            LISTENER_TABLE,
             ROW_CHECK_FN,
         ] {
             let suffix = object.strip_prefix(PREFIX).unwrap_or(object);

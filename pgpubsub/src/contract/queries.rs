@@ -39,35 +39,158 @@ pub(crate) fn claim_fields(row: &str, trigger: bool, conditions: bool) -> String
     )
 }
 
-/// Claims up to `$3` available notifications of channel `$1` with ids above
+/// Leases up to `$3` available notifications of channel `$1` with ids above
 /// `$4` (the worker's cursor), oldest first, skipping rows other workers
-/// hold. `$2`, when not NULL, is the snapshot taken when a listener without
-/// recovery started: rows committed before it (visible in it) are left alone.
-/// The query lives in the SQL function (see the schema) so it can pin its
-/// plan to the ordered index scan. Trigger channels whose handlers take rows
-/// claim and decode in one query instead (`decode::Plan`).
-pub(crate) static NOTIFICATION_CLAIM: LazyLock<String> = LazyLock::new(|| {
+/// hold, for `$5` seconds; `$6` is the channel's attempt limit (a
+/// notification out of attempts is made dead instead). `$2`, when not NULL,
+/// is the snapshot taken when a listener without recovery started: rows
+/// committed before it are left alone. Returns `(id, attempts, dead)`.
+///
+/// The lease commits on its own, asynchronously (`synchronous_commit` off
+/// for this one implicit transaction): it costs no WAL flush, and a server
+/// crash can only lose the count of an attempt that crash interrupted.
+pub(crate) static NOTIFICATION_LEASE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {} FROM {}($1, $2, $3, $4) AS c",
-        claim_fields("c", false, true),
-        super::names::NOTIFICATION_CLAIM_FN
+        "SELECT l.id, l.attempts, l.dead, set_config('synchronous_commit', 'off', true) AS async \
+         FROM {}($1, $2, $3, $4, $5, $6) AS l",
+        super::names::NOTIFICATION_LEASE_FN
     )
 });
 
-/// Removes handled notifications `$1` (in the claiming transaction).
+/// Locks leased notifications `$1` (with the attempt counts `$2` they were
+/// leased at) for the transaction that runs their handlers, and returns
+/// their claim fields (see [`claim_fields`]). Trigger channels whose
+/// handlers take rows lock and decode in one query instead (`decode::Plan`).
+pub(crate) static NOTIFICATION_LEASED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM {}($1, $2) AS c",
+        claim_fields("c", false, true),
+        super::names::NOTIFICATION_LEASED_FN
+    )
+});
+
+/// Removes handled notifications `$1` (in the transaction that ran them).
 pub(crate) const NOTIFICATION_COMPLETE: &str =
     "DELETE FROM pgpubsub_notification WHERE id = ANY($1)";
 
-/// Records a failed attempt of notification `$1` with error `$2`; it becomes
-/// available again after `$3` seconds, or never (`$4` true: a permanent
-/// error, such as a payload that cannot decode into the model; it stays
-/// stored with its error until someone makes it available again).
+/// Records the failed attempt of notification `$1` (its attempt was counted
+/// by the lease) with error `$2`: it becomes available again after `$3`
+/// seconds, or, with `$4` true (out of attempts, or a permanent error such
+/// as a payload that cannot decode), is dead: kept with its error, never
+/// claimed, until someone retries it.
 pub(crate) const NOTIFICATION_FAIL: &str = "\
 UPDATE pgpubsub_notification \
-SET attempts = attempts + 1, last_error = $2, failed_at = now(), \
+SET last_error = $2, failed_at = now(), leased_until = NULL, \
+    dead_at = CASE WHEN $4 THEN now() END, \
     available_at = CASE WHEN $4 THEN 'infinity'::timestamptz \
                         ELSE now() + make_interval(secs => $3) END \
 WHERE id = $1";
+
+/// Gives back leased notifications `$1` (leased at attempts `$2`) that no
+/// handler ran: the attempt is uncounted and they are available at once.
+pub(crate) const NOTIFICATION_RELEASE: &str = "\
+UPDATE pgpubsub_notification AS n \
+SET attempts = n.attempts - 1, available_at = now(), leased_until = NULL \
+FROM unnest($1::bigint[], $2::integer[]) AS l(id, attempts) \
+WHERE n.id = l.id AND n.attempts = l.attempts AND n.leased_until IS NOT NULL AND n.dead_at IS NULL";
+
+/// Extends the lease of notifications `$1` (leased at attempts `$2`) by `$3`
+/// seconds from now: a batch cut by handler time keeps the rest reserved.
+pub(crate) const NOTIFICATION_EXTEND: &str = "\
+UPDATE pgpubsub_notification AS n \
+SET available_at = now() + make_interval(secs => $3), leased_until = now() + make_interval(secs => $3) \
+FROM unnest($1::bigint[], $2::integer[]) AS l(id, attempts) \
+WHERE n.id = l.id AND n.attempts = l.attempts AND n.leased_until IS NOT NULL AND n.dead_at IS NULL";
+
+/// Dead notifications, of channel `$1` when not NULL, oldest first.
+pub(crate) const DEAD_LIST: &str = "\
+SELECT id, channel, created_at, dead_at, attempts, last_error \
+FROM pgpubsub_notification \
+WHERE dead_at IS NOT NULL AND ($1::text IS NULL OR channel = $1) \
+ORDER BY id";
+
+/// The dead notifications a selection names: all (`$1` true), those of
+/// channel `$2`, or ids `$3`.
+const DEAD_SELECTED: &str = "dead_at IS NOT NULL AND ($1 OR channel = $2 OR id = ANY($3))";
+
+/// Makes the selected dead notifications (see `DEAD_SELECTED`) available
+/// again with a fresh count of attempts (their last error is kept); returns
+/// their channels, to wake the listeners.
+pub(crate) static DEAD_RETRY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE pgpubsub_notification \
+         SET dead_at = NULL, attempts = 0, available_at = now(), leased_until = NULL \
+         WHERE {DEAD_SELECTED} RETURNING channel::text AS name"
+    )
+});
+
+/// Deletes the selected dead notifications (see `DEAD_SELECTED`).
+pub(crate) static DEAD_PURGE: LazyLock<String> =
+    LazyLock::new(|| format!("DELETE FROM pgpubsub_notification WHERE {DEAD_SELECTED}"));
+
+/// Wakes the listeners of channel `$1`.
+pub(crate) const WAKE: &str = "SELECT pg_notify($1, '') AS woken";
+
+/// Registers a listener: host `$1`, pid `$2`, channels `$3`, workers `$4`;
+/// returns its id. Registrations whose heartbeat stopped more than a day
+/// ago are removed.
+pub(crate) const LISTENER_REGISTER: &str = "\
+WITH gone AS (DELETE FROM pgpubsub_listener WHERE heartbeat_at < now() - interval '1 day') \
+INSERT INTO pgpubsub_listener (host, pid, channels, workers) VALUES ($1, $2, $3, $4) RETURNING id";
+
+/// Beats listener `$1`'s heartbeat (the LISTEN session's ping, too).
+pub(crate) const LISTENER_HEARTBEAT: &str =
+    "UPDATE pgpubsub_listener SET heartbeat_at = now() WHERE id = $1";
+
+/// Removes listener `$1`'s registration (on a graceful stop).
+pub(crate) const LISTENER_UNREGISTER: &str = "DELETE FROM pgpubsub_listener WHERE id = $1";
+
+/// Channels with live stored notifications that neither this listener
+/// (`$1`) nor any listener with a heartbeat in the last `$2` seconds serves,
+/// with their counts.
+pub(crate) const UNSERVED_CHANNELS: &str = "\
+SELECT n.channel::text AS name, count(*) AS n FROM pgpubsub_notification AS n \
+WHERE NOT n.broadcast AND n.dead_at IS NULL AND n.channel <> ALL($1) \
+  AND NOT EXISTS (SELECT 1 FROM pgpubsub_listener AS l \
+                  WHERE n.channel = ANY(l.channels) \
+                    AND l.heartbeat_at > now() - make_interval(secs => $2)) \
+GROUP BY n.channel ORDER BY n.channel";
+
+/// The privileges a listener needs that the current role lacks, as
+/// `(object, privilege)` pairs.
+pub(crate) const LISTENER_PRIVILEGES_MISSING: &str = "\
+SELECT p.object AS name, p.privilege AS privilege FROM (VALUES \
+    ('table pgpubsub_notification', 'SELECT', has_table_privilege('pgpubsub_notification', 'SELECT')), \
+    ('table pgpubsub_notification', 'UPDATE', has_table_privilege('pgpubsub_notification', 'UPDATE')), \
+    ('table pgpubsub_notification', 'DELETE', has_table_privilege('pgpubsub_notification', 'DELETE')), \
+    ('table pgpubsub_listener', 'SELECT', has_table_privilege('pgpubsub_listener', 'SELECT')), \
+    ('table pgpubsub_listener', 'INSERT', has_table_privilege('pgpubsub_listener', 'INSERT')), \
+    ('table pgpubsub_listener', 'UPDATE', has_table_privilege('pgpubsub_listener', 'UPDATE')), \
+    ('table pgpubsub_listener', 'DELETE', has_table_privilege('pgpubsub_listener', 'DELETE')), \
+    ('function pgpubsub_notification_lease', 'EXECUTE', \
+        has_function_privilege('pgpubsub_notification_lease(text, text, bigint, bigint, double precision, integer)', 'EXECUTE')), \
+    ('function pgpubsub_notification_leased', 'EXECUTE', \
+        has_function_privilege('pgpubsub_notification_leased(bigint[], integer[])', 'EXECUTE')), \
+    ('function pgpubsub_row_check', 'EXECUTE', has_function_privilege('pgpubsub_row_check(anyelement, jsonb)', 'EXECUTE')) \
+) AS p(object, privilege, granted) WHERE NOT p.granted";
+
+/// Whether the current role has USAGE on the schema that holds pgpubsub's
+/// table, and which schema that is (NULL: not on the search path).
+pub(crate) const SCHEMA_USAGE: &str = "\
+SELECT s.nspname::text AS name, has_schema_privilege(s.oid, 'USAGE') AS ok \
+FROM pg_class AS c JOIN pg_namespace AS s ON s.oid = c.relnamespace \
+WHERE c.relname = 'pgpubsub_notification' AND c.relkind IN ('r', 'p') \
+ORDER BY array_position(current_schemas(false), s.nspname::name) NULLS LAST LIMIT 1";
+
+/// The current transaction's id (assigned now if need be), as text.
+pub(crate) const TRANSACTION_ID: &str = "SELECT pg_current_xact_id()::text AS xid";
+
+/// The status of transaction `$1` when it is not the current one any more
+/// (`committed`, `aborted`); NULL while it is still the current one.
+pub(crate) const TRANSACTION_ENDED: &str = "\
+SELECT CASE WHEN pg_current_xact_id_if_assigned() IS NOT DISTINCT FROM $1::xid8 \
+            AND now() <> statement_timestamp() THEN NULL \
+            ELSE pg_xact_status($1::xid8) END AS status";
 
 /// The transactions committed now, for listeners started without recovery.
 pub(crate) const SNAPSHOT_CURRENT: &str = "SELECT pg_current_snapshot()::text AS snapshot";

@@ -34,6 +34,13 @@ pub const STEPS: &[SchemaStep] = &[
         down: include_str!("schema/0002_down.sql"),
         marker: "pgpubsub_row_check(anyelement, jsonb)",
     },
+    SchemaStep {
+        key: "schema/0003",
+        up: include_str!("schema/0003_up.sql"),
+        down: include_str!("schema/0003_down.sql"),
+        marker:
+            "pgpubsub_notification_lease(text, text, bigint, bigint, double precision, integer)",
+    },
 ];
 
 #[cfg(test)]
