@@ -473,7 +473,12 @@ mod tests {
     #[test]
     fn trigger_channel_with_every_option() {
         insta::assert_snapshot!(pretty(expand_trigger_channel(
-            quote!(model = Media, lock_notifications, name = "media", max_attempts = 5),
+            quote!(
+                model = Media,
+                lock_notifications,
+                name = "media",
+                max_attempts = 5
+            ),
             quote!(
                 pub struct MediaChannel;
             ),

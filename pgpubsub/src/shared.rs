@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     /// Without recovery: the snapshot at start; notifications committed
     /// before it are left alone.
     pub(crate) skip_committed_before: Option<String>,
+    /// The transactions committed when the listener started.
+    pub(crate) start_snapshot: String,
     /// This listener's row in `pgpubsub_listener`.
     pub(crate) registration: Option<i64>,
     pub(crate) stop: AtomicBool,
@@ -107,9 +109,10 @@ impl Shared {
         database: ConnInfo,
         listen: ConnInfo,
         served: Vec<ChannelEntry>,
-        skip_committed_before: Option<String>,
+        start: (String, Option<String>),
         registration: Option<i64>,
     ) -> Self {
+        let (start_snapshot, skip_committed_before) = start;
         let lockable = served
             .iter()
             .filter(|entry| entry.def.lock_notifications)
@@ -122,6 +125,7 @@ impl Shared {
             served,
             lockable,
             skip_committed_before,
+            start_snapshot,
             registration,
             stop: AtomicBool::new(false),
             wake: Mutex::new(WakeState::default()),

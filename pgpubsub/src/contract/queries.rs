@@ -143,7 +143,7 @@ pub(crate) const LISTENER_HEARTBEAT: &str =
     "UPDATE pgpubsub_listener SET heartbeat_at = now() WHERE id = $1";
 
 /// Removes listener `$1`'s registration (on a graceful stop).
-pub(crate) const LISTENER_UNREGISTER: &str = "DELETE FROM pgpubsub_listener WHERE id = $1";
+pub(crate) const LISTENER_UNREGISTER: &str = "DELETE FROM pgpubsub_listener WHERE id = $1::bigint";
 
 /// Channels with live stored notifications that neither this listener
 /// (`$1`) nor any listener with a heartbeat in the last `$2` seconds serves,
@@ -209,11 +209,14 @@ ORDER BY position";
 pub(crate) const TRIGGERS_PRESENT: &str =
     "SELECT tgname::text AS name FROM pg_trigger WHERE tgname = ANY($1) AND NOT tgisinternal";
 
-/// Reads stored broadcast payload `$1` of channel `$2` (too large for NOTIFY),
-/// as text.
+/// Reads stored broadcast `$1` of channel `$2` as text, unless its writing
+/// transaction had committed by snapshot `$3` (the listener's start: a
+/// broadcast from before it started is not this listener's, and a NOTIFY
+/// naming it is a replay).
 pub(crate) const NOTIFICATION_PAYLOAD: &str = "\
 SELECT payload::text AS payload FROM pgpubsub_notification \
-WHERE id = $1 AND broadcast AND channel = $2";
+WHERE id = $1 AND broadcast AND channel = $2 \
+  AND NOT pg_visible_in_snapshot(written_xid, $3::pg_snapshot)";
 
 /// Removes stored broadcast payloads older than `$1` seconds.
 pub(crate) const BROADCAST_PURGE: &str = "\

@@ -62,6 +62,11 @@ mod tests {
             "3149f0a5640d6da48fb6f9559fc0eb57bf077bdb8184d97b36039d5668fbba0b",
             "188d22ae4d07ec2d1bf6e163f8464415bb202ac68fb3179435ef05bf7b8df5be",
         ),
+        (
+            "schema/0003",
+            "6524dc46624ad6153d3d470fad64e8764d136b89ef52418e392da556137b0a07",
+            "9b0c15c794e9b0130b3421ea3074e69a7a3c5803036e8abfa1a3b2e826e6afa6",
+        ),
     ];
 
     fn sha256(text: &str) -> String {

@@ -174,10 +174,18 @@ impl Listener {
             database,
             listen,
             served,
-            started.skip_committed_before,
+            (started.start_snapshot, started.skip_committed_before),
             started.registration,
         ));
-        let listen_client = notifier::connect(&shared)?;
+        let listen_client = match notifier::connect(&shared) {
+            Ok(client) => client,
+            Err(err) => {
+                if let Some(registration) = shared.registration {
+                    startup::unregister(&shared.database, registration);
+                }
+                return Err(err);
+            }
+        };
         let threads = Arc::new(supervisor::Threads::default());
         let notifier_thread = threads.spawn("pgpubsub-notifier", {
             let shared = shared.clone();
@@ -185,6 +193,9 @@ impl Listener {
         });
         if let Err(err) = notifier_thread {
             shared.request_stop();
+            if let Some(registration) = shared.registration {
+                startup::unregister(&shared.database, registration);
+            }
             return Err(err);
         }
         let supervisor_thread = threads.spawn("pgpubsub-supervisor", {

@@ -13,6 +13,9 @@ use crate::registry::ChannelEntry;
 
 /// What start-up found.
 pub(crate) struct Started {
+    /// The transactions committed at start: broadcasts they wrote are not
+    /// this listener's (a NOTIFY naming one is a replay).
+    pub(crate) start_snapshot: String,
     pub(crate) skip_committed_before: Option<String>,
     pub(crate) registration: Option<i64>,
 }
@@ -31,15 +34,13 @@ pub(crate) fn check(
     let mut conn = connection::worker(database)?;
     check_schema(&mut conn, served)?;
     check_privileges(&mut conn)?;
-    let skip_committed_before = if config.recover {
-        None
-    } else {
-        Some(current_snapshot(&mut conn)?)
-    };
+    let start_snapshot = current_snapshot(&mut conn)?;
+    let skip_committed_before = (!config.recover).then(|| start_snapshot.clone());
     let channels: Vec<&str> = served.iter().map(|entry| entry.def.name).collect();
     let registration = register(&mut conn, &channels, config.workers)?;
     report_unserved(&mut conn, &channels)?;
     Ok(Started {
+        start_snapshot,
         skip_committed_before,
         registration: Some(registration),
     })
@@ -210,6 +211,20 @@ struct Unserved {
     name: String,
     #[diesel(sql_type = BigInt)]
     n: i64,
+}
+
+/// Removes the registration of a listener whose start failed after it
+/// registered.
+pub(crate) fn unregister(database: &ConnInfo, registration: i64) {
+    let removed = connection::worker(database).and_then(|mut conn| {
+        diesel::sql_query(sql::LISTENER_UNREGISTER)
+            .bind::<BigInt, _>(registration)
+            .execute(&mut conn)
+            .map_err(Error::query("removing the listener's registration"))
+    });
+    if let Err(err) = removed {
+        tracing::debug!(error = %err, "cannot remove the listener's registration");
+    }
 }
 
 /// Warns about channels with stored notifications that neither this

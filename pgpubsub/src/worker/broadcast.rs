@@ -64,6 +64,7 @@ pub(super) fn handle(
     let stored: Option<StoredPayload> = diesel::sql_query(sql::NOTIFICATION_PAYLOAD)
         .bind::<BigInt, _>(id)
         .bind::<Text, _>(&broadcast.channel)
+        .bind::<Text, _>(&shared.start_snapshot)
         .get_results(conn)
         .map_err(Error::query("reading a stored broadcast payload"))?
         .pop();

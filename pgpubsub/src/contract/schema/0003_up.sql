@@ -91,7 +91,10 @@ $pgpubsub$;
 -- The notifications p_ids a worker leased, with the attempt counts it leased
 -- them at, locked for the transaction that runs their handlers. One leased
 -- again by another worker since (its lease ran out) or already removed is
--- not returned; neither is one locked by another session.
+-- not returned. The lock waits rather than skips: another worker's lease
+-- scan may hold a row for an instant while it rechecks it, and a skipped row
+-- would wait for its lease to run out. Rows are locked in id order, as the
+-- lease scan takes them, so two workers never deadlock here.
 CREATE FUNCTION pgpubsub_notification_leased(p_ids bigint[], p_attempts integer[])
 RETURNS SETOF pgpubsub_notification
 LANGUAGE sql
@@ -102,7 +105,7 @@ AS $pgpubsub$
     JOIN pgpubsub_notification AS n ON n.id = l.id
     WHERE n.attempts = l.attempts AND n.leased_until IS NOT NULL AND n.dead_at IS NULL
     ORDER BY n.id
-    FOR UPDATE OF n SKIP LOCKED
+    FOR UPDATE OF n
 $pgpubsub$;
 
 -- Running listeners: each registers itself and beats its heartbeat, so an
