@@ -344,6 +344,49 @@ fn main() {
         samples[samples.len() - 1],
         samples.len()
     );
+
+    println!("\n5. recovery: every listener session terminated -> next handler start");
+    let handle = pgpubsub::Listener::new(db.url())
+        .channels(["latency_channel"])
+        .workers(args.workers)
+        .spawn()
+        .unwrap_or_else(|err| panic!("listener: {err}"));
+    assert!(
+        handle.wait_listening(Duration::from_secs(10)),
+        "listener did not start"
+    );
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        // Warm: the listener serves, then loses every session at once.
+        exec(&mut conn, "INSERT INTO latency_rows (v) VALUES (1)");
+        if receiver.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!("the listener did not serve before the kill");
+        }
+        let killed = Instant::now();
+        exec(
+            &mut conn,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+        exec(&mut conn, "INSERT INTO latency_rows (v) VALUES (1)");
+        match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(at) => samples.push(at.saturating_duration_since(killed)),
+            Err(_) => panic!("no notification handled within 60 s of the kill"),
+        }
+    }
+    let restarts = handle.stats().restarts.load(Ordering::Relaxed);
+    if let Err(err) = handle.shutdown() {
+        panic!("listener failed: {err}");
+    }
+    samples.sort();
+    println!(
+        "  p50 {:?} | p90 {:?} | p99 {:?} | max {:?} ({} kills, {restarts} worker restarts)",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.9),
+        percentile(&samples, 0.99),
+        samples[samples.len() - 1],
+        samples.len()
+    );
     let (_, hwm) = rss_kib();
-    println!("\n5. memory: bench process peak RSS {} MiB", hwm / 1024);
+    println!("\n6. memory: bench process peak RSS {} MiB", hwm / 1024);
 }
