@@ -31,6 +31,7 @@ CREATE TABLE slow_effects (
 );
 CREATE TABLE fragile (id bigserial PRIMARY KEY, poison boolean NOT NULL);
 CREATE TABLE fragile_effects (id bigserial PRIMARY KEY, fragile_id bigint NOT NULL, attempt int NOT NULL);
+CREATE TABLE hurried (id bigserial PRIMARY KEY, key bigint NOT NULL, attempt int NOT NULL);
 CREATE TABLE paced (
     id bigserial PRIMARY KEY,
     key bigint NOT NULL,
@@ -1134,4 +1135,73 @@ fn a_lease_under_a_second_and_zero_max_attempts_are_refused() {
         .config()
         .validate()
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// The notifications waiting behind a cut batch keep their lease.
+
+#[pgpubsub::channel(lock_notifications, max_attempts = 1)]
+#[derive(Serialize, Deserialize)]
+struct Hurried {
+    key: i64,
+}
+
+#[pgpubsub::listener(Hurried)]
+fn hurried(msg: Hurried, conn: &mut PgConnection, ctx: &Context) -> anyhow::Result<()> {
+    std::thread::sleep(Duration::from_millis(150));
+    diesel::sql_query("INSERT INTO hurried (key, attempt) VALUES ($1, $2)")
+        .bind::<BigInt, _>(msg.key)
+        .bind::<Int4, _>(ctx.attempt())
+        .execute(conn)?;
+    Ok(())
+}
+
+// A batch cut by `batch_time` renews the leases of the notifications still
+// waiting behind it inside the transaction that holds their locks, from the
+// clock (not the transaction's start): even when the part that ran took
+// longer than the lease (here 1 s of handlers against a 1 s lease), no idle
+// worker finds them unlocked with a lease that ran out and takes them as
+// interrupted (counting an attempt, or with `max_attempts = 1` making them
+// dead without any handler having run).
+#[test]
+fn notifications_waiting_behind_a_cut_batch_are_not_taken_by_another_worker() {
+    let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    conn.transaction::<_, anyhow::Error, _>(|conn| {
+        for key in 1..=40 {
+            pgpubsub::notify(conn, &Hurried { key })?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let handle = spawn_listening(
+        pgpubsub::Listener::new(db.url())
+            .channels(["hurried"])
+            .workers(4)
+            .lease(Duration::from_secs(1))
+            .batch_time(Duration::from_secs(1))
+            .poll_interval(Duration::from_millis(1)),
+    );
+    assert!(wait_until(Duration::from_secs(60), || count(
+        &mut conn,
+        "SELECT count(*) AS n FROM pgpubsub_notification WHERE dead_at IS NULL"
+    ) == 0));
+    handle.shutdown().unwrap();
+    let dead = pgpubsub::dead::list(&mut conn, None).unwrap();
+    let handled = count(&mut conn, "SELECT count(*) AS n FROM hurried");
+    let retried = count(
+        &mut conn,
+        "SELECT count(*) AS n FROM hurried WHERE attempt <> 1",
+    );
+    assert!(
+        dead.is_empty() && retried == 0,
+        "{} of 40 notifications never run were made dead by another worker's lease, \
+         {retried} of the {handled} handled ran on a later attempt: {dead:#?}",
+        dead.len()
+    );
+    assert_eq!(handled, 40);
+    assert_eq!(
+        count(&mut conn, "SELECT count(DISTINCT key) AS n FROM hurried"),
+        40
+    );
 }

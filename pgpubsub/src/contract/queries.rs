@@ -83,7 +83,7 @@ UPDATE pgpubsub_notification \
 SET last_error = $2, failed_at = now(), leased_until = NULL, \
     dead_at = CASE WHEN $4 THEN now() END, \
     available_at = CASE WHEN $4 THEN 'infinity'::timestamptz \
-                        ELSE now() + make_interval(secs => $3) END \
+                        ELSE clock_timestamp() + make_interval(secs => $3) END \
 WHERE id = $1";
 
 /// Gives back leased notifications `$1` (leased at attempts `$2`) that no
@@ -95,10 +95,13 @@ FROM unnest($1::bigint[], $2::integer[]) AS l(id, attempts) \
 WHERE n.id = l.id AND n.attempts = l.attempts AND n.leased_until IS NOT NULL AND n.dead_at IS NULL";
 
 /// Extends the lease of notifications `$1` (leased at attempts `$2`) by `$3`
-/// seconds from now: a batch cut by handler time keeps the rest reserved.
+/// seconds from now (the clock, not the transaction's start: it runs at the
+/// end of a long transaction): a batch cut by handler time keeps the rest
+/// reserved.
 pub(crate) const NOTIFICATION_EXTEND: &str = "\
 UPDATE pgpubsub_notification AS n \
-SET available_at = now() + make_interval(secs => $3), leased_until = now() + make_interval(secs => $3) \
+SET available_at = clock_timestamp() + make_interval(secs => $3), \
+    leased_until = clock_timestamp() + make_interval(secs => $3) \
 FROM unnest($1::bigint[], $2::integer[]) AS l(id, attempts) \
 WHERE n.id = l.id AND n.attempts = l.attempts AND n.leased_until IS NOT NULL AND n.dead_at IS NULL";
 

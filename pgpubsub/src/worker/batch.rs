@@ -153,9 +153,9 @@ pub(super) fn claim(
                 done.dead += part.dead;
                 pending.drop_first(part.ran);
                 if part.cut && !pending.is_empty() {
+                    // Their leases were renewed inside that transaction.
                     shared.stats.batches_cut.fetch_add(1, Ordering::Relaxed);
                     done.fitted = Some(i64::try_from(part.ran).unwrap_or(i64::MAX));
-                    extend(shared, conn, &pending)?;
                 }
                 if part.ran == 0 {
                     // Stopping before the first: give the rest back.
@@ -204,7 +204,8 @@ fn release(conn: &mut PgConnection, pending: &Pending) -> Result<()> {
     Ok(())
 }
 
-/// Renews the lease of notifications still waiting behind slow handlers.
+/// Renews the lease of notifications still waiting behind slow handlers
+/// (in the transaction that holds their locks).
 fn extend(shared: &Shared, conn: &mut PgConnection, pending: &Pending) -> Result<()> {
     diesel::sql_query(sql::NOTIFICATION_EXTEND)
         .bind::<Array<BigInt>, _>(&pending.ids)
@@ -408,6 +409,19 @@ fn run_leased(
             None if claimed.is_empty() => pending.ids.len(),
             None => 0,
         };
+        if part.cut {
+            // The rest waits for the next transaction: renew its leases
+            // while this one still holds their locks, so they are never
+            // unlocked with a lease that ran out behind slow handlers.
+            let mut rest = Pending {
+                ids: pending.ids.clone(),
+                attempts: pending.attempts.clone(),
+            };
+            rest.drop_first(part.ran);
+            if !rest.is_empty() {
+                extend(shared, conn, &rest)?;
+            }
+        }
         Ok(part)
     })
 }
