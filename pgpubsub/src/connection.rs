@@ -3,9 +3,12 @@
 //! opened with timeouts and TCP keepalives; TLS for the `LISTEN` session as
 //! libpq does it for Diesel's.
 
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use diesel::{Connection, PgConnection};
+use postgres_native_tls::MakeTlsConnector;
 
 use crate::error::{Error, Result};
 
@@ -267,7 +270,7 @@ impl TlsMode {
 /// The `LISTEN` session's TLS.
 pub(crate) enum Tls {
     Off(postgres::NoTls),
-    On(postgres_native_tls::MakeTlsConnector),
+    On(MakeTlsConnector),
 }
 
 impl Tls {
@@ -286,9 +289,24 @@ impl Tls {
         let mut builder = native_tls::TlsConnector::builder();
         let root_path = match root {
             Some("system") => None,
-            Some(path) => Some(std::path::PathBuf::from(path)),
+            Some(path) => Some(PathBuf::from(path)),
             None => default_root,
         };
+        // Building a connector reads the system's certificate bundle (tens
+        // of milliseconds): build each kind once per process (a root
+        // certificate file replaced while the process runs is read again
+        // only by a new process).
+        static BUILT: Mutex<Vec<(TlsMode, Option<PathBuf>, MakeTlsConnector)>> =
+            Mutex::new(Vec::new());
+        let mut built = BUILT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, _, connector)) = built
+            .iter()
+            .find(|(kind, path, _)| kind == mode && *path == root_path)
+        {
+            return Ok(Tls::On(connector.clone()));
+        }
         let mut verify_chain = matches!(mode, TlsMode::VerifyCa | TlsMode::VerifyFull);
         if let Some(path) = &root_path {
             let pem = std::fs::read(path).map_err(|err| {
@@ -319,9 +337,9 @@ impl Tls {
         let connector = builder
             .build()
             .map_err(|err| Error::Config(format!("cannot set up TLS: {err}")))?;
-        Ok(Tls::On(postgres_native_tls::MakeTlsConnector::new(
-            connector,
-        )))
+        let connector = MakeTlsConnector::new(connector);
+        built.push((mode.clone(), root_path, connector.clone()));
+        Ok(Tls::On(connector))
     }
 }
 

@@ -98,16 +98,15 @@ pub struct ClaimedRow {
     pub row: Option<(Side, Option<Box<dyn Any>>)>,
 }
 
-/// The notifications a worker leased and now locks, claims and decodes in
-/// the transaction that runs their handlers (see
+/// The notifications of a lease that a worker now locks, claims and
+/// decodes in the transaction that runs their handlers (see
 /// `queries::NOTIFICATION_LEASED`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimArgs<'a> {
-    /// The leased ids, ascending.
+    /// The lease (a row of `pgpubsub_notification_leases`).
+    pub lease: i64,
+    /// The lease's notifications still to run, ascending.
     pub ids: &'a [i64],
-    /// The attempt count each was leased at: one leased again since by
-    /// another worker is skipped.
-    pub attempts: &'a [i32],
 }
 
 /// Which row of a notification.
@@ -164,8 +163,8 @@ pub struct DecodedRow {
 pub(crate) enum Bind {
     /// The payloads: ids or texts; for a claim, the leased ids.
     Source,
-    /// A claim's attempt counts.
-    Attempts,
+    /// A claim's lease.
+    Lease,
     /// The table's missing-column values (`attmissingval`) of the model's
     /// columns, as a JSON object.
     Missing,
@@ -189,13 +188,13 @@ impl Sql {
         self
     }
 
-    /// `pgpubsub_notification_leased(ids, attempts)`.
+    /// `pgpubsub_notification_lease_claim(lease, ids)`.
     fn claim_call(&mut self) -> &mut Self {
-        self.push(names::NOTIFICATION_LEASED_FN)
+        self.push(names::NOTIFICATION_LEASE_CLAIM_FN)
             .push("(")
-            .bind(Bind::Source)
+            .bind(Bind::Lease)
             .push(", ")
-            .bind(Bind::Attempts)
+            .bind(Bind::Source)
             .push(")")
     }
 
@@ -252,13 +251,13 @@ impl<ST> QueryFragment<Pg> for TypedRows<'_, ST> {
                     Source::Stored(ids) => out.push_bind_param::<Array<BigInt>, _>(ids)?,
                     Source::Inline(texts) => out.push_bind_param::<Array<Text>, _>(texts)?,
                 },
-                Some(Bind::Attempts) => {
+                Some(Bind::Lease) => {
                     let Source::Claim(args) = &query.source else {
                         return Err(diesel::result::Error::QueryBuilderError(
                             "a claim bind in a query that does not claim".into(),
                         ));
                     };
-                    out.push_bind_param::<Array<Integer>, _>(&args.attempts)?;
+                    out.push_bind_param::<BigInt, _>(&args.lease)?;
                 }
                 Some(Bind::Missing) => out.push_bind_param::<Text, _>(&query.missing)?,
                 None => {}

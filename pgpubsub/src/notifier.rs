@@ -20,7 +20,11 @@ const WAIT_SLICE: Duration = Duration::from_millis(200);
 
 /// Opens the `LISTEN` session for every served channel.
 pub(crate) fn connect(shared: &Shared) -> Result<Client> {
-    let mut client = connection::listen(&shared.listen)?;
+    subscribe(shared, connection::listen(&shared.listen)?)
+}
+
+/// Subscribes an open session to every served channel.
+pub(crate) fn subscribe(shared: &Shared, mut client: Client) -> Result<Client> {
     let statement: String = shared
         .served
         .iter()

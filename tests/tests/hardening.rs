@@ -34,9 +34,11 @@ const LISTENER_GRANTS: &str = "
 GRANT USAGE ON SCHEMA public TO app_listener;
 GRANT SELECT, UPDATE, DELETE ON pgpubsub_notification TO app_listener;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgpubsub_listener TO app_listener;
+GRANT SELECT, INSERT, UPDATE, DELETE ON pgpubsub_notification_leases TO app_listener;
 GRANT EXECUTE ON FUNCTION
-    pgpubsub_notification_lease(text, text, bigint, bigint, double precision, integer),
-    pgpubsub_notification_leased(bigint[], integer[]),
+    pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer),
+    pgpubsub_notification_lease_next(bigint[], bigint, text, text, bigint, bigint, double precision, integer),
+    pgpubsub_notification_lease_claim(bigint, bigint[]),
     pgpubsub_row_check(anyelement, jsonb)
     TO app_listener;
 ";
@@ -1023,15 +1025,24 @@ fn every_documented_listener_grant_is_checked_at_start() {
         ("INSERT", "TABLE pgpubsub_listener", "table pgpubsub_listener"),
         ("UPDATE", "TABLE pgpubsub_listener", "table pgpubsub_listener"),
         ("DELETE", "TABLE pgpubsub_listener", "table pgpubsub_listener"),
+        ("SELECT", "TABLE pgpubsub_notification_leases", "table pgpubsub_notification_leases"),
+        ("INSERT", "TABLE pgpubsub_notification_leases", "table pgpubsub_notification_leases"),
+        ("UPDATE", "TABLE pgpubsub_notification_leases", "table pgpubsub_notification_leases"),
+        ("DELETE", "TABLE pgpubsub_notification_leases", "table pgpubsub_notification_leases"),
         (
             "EXECUTE",
-            "FUNCTION pgpubsub_notification_lease(text, text, bigint, bigint, double precision, integer)",
-            "function pgpubsub_notification_lease",
+            "FUNCTION pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer)",
+            "function pgpubsub_notification_lease_take",
         ),
         (
             "EXECUTE",
-            "FUNCTION pgpubsub_notification_leased(bigint[], integer[])",
-            "function pgpubsub_notification_leased",
+            "FUNCTION pgpubsub_notification_lease_next(bigint[], bigint, text, text, bigint, bigint, double precision, integer)",
+            "function pgpubsub_notification_lease_next",
+        ),
+        (
+            "EXECUTE",
+            "FUNCTION pgpubsub_notification_lease_claim(bigint, bigint[])",
+            "function pgpubsub_notification_lease_claim",
         ),
         (
             "EXECUTE",

@@ -22,10 +22,25 @@ pub const NOTIFICATION_SEND_FN: &str = "pgpubsub_notification_send";
 /// Claims a batch of stored notifications (steps 0001–0002; unused since
 /// leases).
 pub const NOTIFICATION_CLAIM_FN: &str = "pgpubsub_notification_claim";
-/// Leases a batch of stored notifications: counts the attempt, reserves them.
+/// Leased a batch by updating each notification (step 0003; replaced by
+/// [`NOTIFICATION_LEASE_TAKE_FN`] in step 0004).
 pub const NOTIFICATION_LEASE_FN: &str = "pgpubsub_notification_lease";
-/// Locks leased notifications for the transaction that runs their handlers.
+/// Locked leased notifications (step 0003; replaced by
+/// [`NOTIFICATION_LEASE_CLAIM_FN`] in step 0004).
 pub const NOTIFICATION_LEASED_FN: &str = "pgpubsub_notification_leased";
+/// Leases, one row per leased batch (step 0004).
+pub const NOTIFICATION_LEASES_TABLE: &str = "pgpubsub_notification_leases";
+/// Its index by channel (step 0004).
+pub const NOTIFICATION_LEASES_CHANNEL_INDEX: &str = "pgpubsub_notification_leases_channel_idx";
+/// Leases a batch of stored notifications: reaps the channel's leases that
+/// ran out, reserves the batch in one lease row (step 0004).
+pub const NOTIFICATION_LEASE_TAKE_FN: &str = "pgpubsub_notification_lease_take";
+/// Ends a settled lease and takes the next, in the transaction that ran its
+/// handlers (step 0004).
+pub const NOTIFICATION_LEASE_NEXT_FN: &str = "pgpubsub_notification_lease_next";
+/// Locks a lease and returns its notifications, for the transaction that
+/// runs their handlers (step 0004).
+pub const NOTIFICATION_LEASE_CLAIM_FN: &str = "pgpubsub_notification_lease_claim";
 /// Running listeners and their heartbeats.
 pub const LISTENER_TABLE: &str = "pgpubsub_listener";
 /// Names the columns of a payload row the table's types reject.
@@ -110,6 +125,11 @@ mod tests {
             NOTIFICATION_CLAIM_FN,
             NOTIFICATION_LEASE_FN,
             NOTIFICATION_LEASED_FN,
+            NOTIFICATION_LEASES_TABLE,
+            NOTIFICATION_LEASES_CHANNEL_INDEX,
+            NOTIFICATION_LEASE_TAKE_FN,
+            NOTIFICATION_LEASE_CLAIM_FN,
+            NOTIFICATION_LEASE_NEXT_FN,
             NOTIFICATION_LIVE_INDEX,
             LISTENER_TABLE,
             ROW_CHECK_FN,

@@ -40,32 +40,46 @@ pub(crate) fn claim_fields(row: &str, trigger: bool, conditions: bool) -> String
 }
 
 /// Leases up to `$3` available notifications of channel `$1` with ids above
-/// `$4` (the worker's cursor), oldest first, skipping rows other workers
-/// hold, for `$5` seconds; `$6` is the channel's attempt limit (a
-/// notification out of attempts is made dead instead). `$2`, when not NULL,
-/// is the snapshot taken when a listener without recovery started: rows
-/// committed before it are left alone. Returns `(id, attempts, dead)`.
+/// `$4` (the worker's cursor), oldest first, that no lease holds, for `$5`
+/// seconds; `$6` is the channel's attempt limit (a notification out of
+/// attempts is made dead instead). `$2`, when not NULL, is the snapshot
+/// taken when a listener without recovery started: rows committed before
+/// it are left alone. Returns `(lease, id, attempt, dead)`: one lease row
+/// reserves the batch; `attempt` is the one about to run (a dead
+/// notification has no lease and its attempts so far).
 ///
 /// The lease commits on its own, asynchronously (`synchronous_commit` off
 /// for this one implicit transaction): it costs no WAL flush, and a server
-/// crash can only lose the count of an attempt that crash interrupted.
+/// crash can only lose a lease whose handlers had not committed either.
 pub(crate) static NOTIFICATION_LEASE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT l.id, l.attempts, l.dead, set_config('synchronous_commit', 'off', true) AS async \
+        "SELECT l.lease, l.id, l.attempt, l.dead, set_config('synchronous_commit', 'off', true) AS async \
          FROM {}($1, $2, $3, $4, $5, $6) AS l",
-        super::names::NOTIFICATION_LEASE_FN
+        super::names::NOTIFICATION_LEASE_TAKE_FN
     )
 });
 
-/// Locks leased notifications `$1` (with the attempt counts `$2` they were
-/// leased at) for the transaction that runs their handlers, and returns
-/// their claim fields (see [`claim_fields`]). Trigger channels whose
-/// handlers take rows lock and decode in one query instead (`decode::Plan`).
+/// Removes handled notifications `$1` and their lease `$2`, then leases the
+/// next batch as [`NOTIFICATION_LEASE`] does with `$3`–`$8` (in the
+/// transaction that ran them: the next lease commits with their work, and
+/// synchronously, as that work does).
+pub(crate) static NOTIFICATION_LEASE_NEXT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT l.lease, l.id, l.attempt, l.dead FROM {}($1, $2, $3, $4, $5, $6, $7, $8) AS l",
+        super::names::NOTIFICATION_LEASE_NEXT_FN
+    )
+});
+
+/// Locks lease `$1` for the transaction that runs its handlers and returns
+/// the claim fields (see [`claim_fields`]) of its notifications `$2` still
+/// there, `attempts` counting the attempt about to run. Trigger channels
+/// whose handlers take rows claim and decode in one query instead
+/// (`decode::Plan`).
 pub(crate) static NOTIFICATION_LEASED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {} FROM {}($1, $2) AS c",
         claim_fields("c", false, true),
-        super::names::NOTIFICATION_LEASED_FN
+        super::names::NOTIFICATION_LEASE_CLAIM_FN
     )
 });
 
@@ -73,37 +87,38 @@ pub(crate) static NOTIFICATION_LEASED: LazyLock<String> = LazyLock::new(|| {
 pub(crate) const NOTIFICATION_COMPLETE: &str =
     "DELETE FROM pgpubsub_notification WHERE id = ANY($1)";
 
-/// Records the failed attempt of notification `$1` (its attempt was counted
-/// by the lease) with error `$2`: it becomes available again after `$3`
-/// seconds, or, with `$4` true (out of attempts, or a permanent error such
-/// as a payload that cannot decode), is dead: kept with its error, never
+/// Removes handled notifications `$1` and their lease `$2`, whose batch is
+/// settled (in the transaction that ran them).
+pub(crate) const NOTIFICATION_COMPLETE_LEASE: &str = "\
+WITH done AS (DELETE FROM pgpubsub_notification WHERE id = ANY($1)) \
+DELETE FROM pgpubsub_notification_leases WHERE id = $2";
+
+/// Records the failed attempt of notification `$1` with error `$2`: the
+/// attempt is counted and it becomes available again after `$3` seconds,
+/// or, with `$4` true (out of attempts, or a permanent error such as a
+/// payload that cannot decode), is dead: kept with its error, never
 /// claimed, until someone retries it.
 pub(crate) const NOTIFICATION_FAIL: &str = "\
 UPDATE pgpubsub_notification \
-SET last_error = $2, failed_at = now(), leased_until = NULL, \
+SET attempts = attempts + 1, last_error = $2, failed_at = now(), interrupted_at = NULL, \
     dead_at = CASE WHEN $4 THEN now() END, \
     available_at = CASE WHEN $4 THEN 'infinity'::timestamptz \
                         ELSE clock_timestamp() + make_interval(secs => $3) END \
 WHERE id = $1";
 
-/// Gives back leased notifications `$1` (leased at attempts `$2`) that no
-/// handler ran: the attempt is uncounted and they are available at once.
-pub(crate) const NOTIFICATION_RELEASE: &str = "\
-UPDATE pgpubsub_notification AS n \
-SET attempts = n.attempts - 1, available_at = now(), leased_until = NULL \
-FROM unnest($1::bigint[], $2::integer[]) AS l(id, attempts) \
-WHERE n.id = l.id AND n.attempts = l.attempts AND n.leased_until IS NOT NULL AND n.dead_at IS NULL";
+/// Ends lease `$1`: its notifications no handler ran are available again at
+/// once, their attempt uncounted.
+pub(crate) const NOTIFICATION_RELEASE: &str =
+    "DELETE FROM pgpubsub_notification_leases WHERE id = $1";
 
-/// Extends the lease of notifications `$1` (leased at attempts `$2`) by `$3`
-/// seconds from now (the clock, not the transaction's start: it runs at the
-/// end of a long transaction): a batch cut by handler time keeps the rest
+/// Renews lease `$1` for the notifications `$2` still to run, `$3` seconds
+/// from now (the clock, not the transaction's start: it runs at the end of
+/// a long transaction): a batch cut by handler time keeps the rest
 /// reserved.
 pub(crate) const NOTIFICATION_EXTEND: &str = "\
-UPDATE pgpubsub_notification AS n \
-SET available_at = clock_timestamp() + make_interval(secs => $3), \
-    leased_until = clock_timestamp() + make_interval(secs => $3) \
-FROM unnest($1::bigint[], $2::integer[]) AS l(id, attempts) \
-WHERE n.id = l.id AND n.attempts = l.attempts AND n.leased_until IS NOT NULL AND n.dead_at IS NULL";
+UPDATE pgpubsub_notification_leases \
+SET ids = $2, leased_until = clock_timestamp() + make_interval(secs => $3) \
+WHERE id = $1";
 
 /// Dead notifications, of channel `$1` when not NULL, oldest first.
 pub(crate) const DEAD_LIST: &str = "\
@@ -122,7 +137,7 @@ const DEAD_SELECTED: &str = "dead_at IS NOT NULL AND ($1 OR channel = $2 OR id =
 pub(crate) static DEAD_RETRY: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE pgpubsub_notification \
-         SET dead_at = NULL, attempts = 0, available_at = now(), leased_until = NULL \
+         SET dead_at = NULL, attempts = 0, available_at = now(), interrupted_at = NULL \
          WHERE {DEAD_SELECTED} RETURNING channel::text AS name"
     )
 });
@@ -170,10 +185,16 @@ SELECT p.object AS name, p.privilege AS privilege FROM (VALUES \
     ('table pgpubsub_listener', 'INSERT', has_table_privilege('pgpubsub_listener', 'INSERT')), \
     ('table pgpubsub_listener', 'UPDATE', has_table_privilege('pgpubsub_listener', 'UPDATE')), \
     ('table pgpubsub_listener', 'DELETE', has_table_privilege('pgpubsub_listener', 'DELETE')), \
-    ('function pgpubsub_notification_lease', 'EXECUTE', \
-        has_function_privilege('pgpubsub_notification_lease(text, text, bigint, bigint, double precision, integer)', 'EXECUTE')), \
-    ('function pgpubsub_notification_leased', 'EXECUTE', \
-        has_function_privilege('pgpubsub_notification_leased(bigint[], integer[])', 'EXECUTE')), \
+    ('table pgpubsub_notification_leases', 'SELECT', has_table_privilege('pgpubsub_notification_leases', 'SELECT')), \
+    ('table pgpubsub_notification_leases', 'INSERT', has_table_privilege('pgpubsub_notification_leases', 'INSERT')), \
+    ('table pgpubsub_notification_leases', 'UPDATE', has_table_privilege('pgpubsub_notification_leases', 'UPDATE')), \
+    ('table pgpubsub_notification_leases', 'DELETE', has_table_privilege('pgpubsub_notification_leases', 'DELETE')), \
+    ('function pgpubsub_notification_lease_take', 'EXECUTE', \
+        has_function_privilege('pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer)', 'EXECUTE')), \
+    ('function pgpubsub_notification_lease_next', 'EXECUTE', \
+        has_function_privilege('pgpubsub_notification_lease_next(bigint[], bigint, text, text, bigint, bigint, double precision, integer)', 'EXECUTE')), \
+    ('function pgpubsub_notification_lease_claim', 'EXECUTE', \
+        has_function_privilege('pgpubsub_notification_lease_claim(bigint, bigint[])', 'EXECUTE')), \
     ('function pgpubsub_row_check', 'EXECUTE', has_function_privilege('pgpubsub_row_check(anyelement, jsonb)', 'EXECUTE')) \
 ) AS p(object, privilege, granted) WHERE NOT p.granted";
 
@@ -204,7 +225,8 @@ pub(crate) const SCHEMA_TABLE_PRESENT: &str =
 
 /// For each schema step's marker function in `$1`, whether it exists, in order.
 pub(crate) const SCHEMA_STEPS_PRESENT: &str = "\
-SELECT to_regprocedure(marker) IS NOT NULL AS ok \
+SELECT CASE WHEN strpos(marker, '(') > 0 THEN to_regprocedure(marker) IS NOT NULL \
+            ELSE to_regclass(marker) IS NOT NULL END AS ok \
 FROM unnest($1::text[]) WITH ORDINALITY AS step(marker, position) \
 ORDER BY position";
 

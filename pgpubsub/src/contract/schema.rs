@@ -15,7 +15,8 @@ pub struct SchemaStep {
     pub up: &'static str,
     /// How to undo it.
     pub down: &'static str,
-    /// A function the step creates, as `to_regprocedure` spells it: the
+    /// A function the step creates, as `to_regprocedure` spells it, or a
+    /// table (a name without parentheses), that no later step drops: the
     /// listener checks it to tell a database that lacks this step.
     pub marker: &'static str,
 }
@@ -38,8 +39,14 @@ pub const STEPS: &[SchemaStep] = &[
         key: "schema/0003",
         up: include_str!("schema/0003_up.sql"),
         down: include_str!("schema/0003_down.sql"),
-        marker:
-            "pgpubsub_notification_lease(text, text, bigint, bigint, double precision, integer)",
+        // Its lease functions are replaced by step 0004.
+        marker: "pgpubsub_listener",
+    },
+    SchemaStep {
+        key: "schema/0004",
+        up: include_str!("schema/0004_up.sql"),
+        down: include_str!("schema/0004_down.sql"),
+        marker: "pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer)",
     },
 ];
 
@@ -66,6 +73,11 @@ mod tests {
             "schema/0003",
             "6524dc46624ad6153d3d470fad64e8764d136b89ef52418e392da556137b0a07",
             "9b0c15c794e9b0130b3421ea3074e69a7a3c5803036e8abfa1a3b2e826e6afa6",
+        ),
+        (
+            "schema/0004",
+            "45d243785735441d55c6af53e7f24dc82e2d28e8c51271d11583f0d8e45094d3",
+            "12f59b47682e4b47f6b59e7e2905344af022a7636b5a6f7e11181c3081c5ec18",
         ),
     ];
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::ListenerConfig;
-use crate::connection::ConnInfo;
+use crate::connection::{self, ConnInfo};
 use crate::error::{Error, Result};
 use crate::notifier;
 use crate::registry::{ChannelEntry, Registry};
@@ -168,7 +168,25 @@ impl Listener {
         };
         let registry = Registry::load()?;
         let served = select_channels(&registry, self.config.channels.as_deref())?;
-        let started = startup::check(&self.config, &database, &served)?;
+        // The `LISTEN` session connects (TLS set-up included) while the
+        // start-up checks run.
+        let (started, listen_session) = std::thread::scope(|scope| {
+            let connecting = std::thread::Builder::new()
+                .name("pgpubsub-connect".into())
+                .spawn_scoped(scope, || connection::listen(&listen));
+            let started = startup::check(&self.config, &database, &served);
+            let session = match connecting {
+                Ok(connecting) => connecting.join().unwrap_or_else(|_| {
+                    Err(Error::Config(
+                        "the thread opening the listen session panicked".into(),
+                    ))
+                }),
+                // No thread to spare: connect here.
+                Err(_) => connection::listen(&listen),
+            };
+            (started, session)
+        });
+        let started = started?;
         let shared = Arc::new(Shared::new(
             self.config,
             database,
@@ -177,15 +195,16 @@ impl Listener {
             (started.start_snapshot, started.skip_committed_before),
             started.registration,
         ));
-        let listen_client = match notifier::connect(&shared) {
-            Ok(client) => client,
-            Err(err) => {
-                if let Some(registration) = shared.registration {
-                    startup::unregister(&shared.database, registration);
+        let listen_client =
+            match listen_session.and_then(|session| notifier::subscribe(&shared, session)) {
+                Ok(client) => client,
+                Err(err) => {
+                    if let Some(registration) = shared.registration {
+                        startup::unregister(&shared.database, registration);
+                    }
+                    return Err(err);
                 }
-                return Err(err);
-            }
-        };
+            };
         let threads = Arc::new(supervisor::Threads::default());
         let notifier_thread = threads.spawn("pgpubsub-notifier", {
             let shared = shared.clone();

@@ -53,20 +53,22 @@ impl Done {
 
 #[derive(QueryableByName)]
 struct Leased {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lease: Option<i64>,
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = Integer)]
-    attempts: i32,
+    attempt: i32,
     #[diesel(sql_type = Bool)]
     dead: bool,
 }
 
-/// Leased notifications still to run: ids ascending, with the attempt
-/// counts they were leased at.
+/// A lease's notifications still to run, ids ascending.
 #[derive(Default)]
 struct Pending {
+    /// The lease row that reserves them.
+    lease: i64,
     ids: Vec<i64>,
-    attempts: Vec<i32>,
 }
 
 impl Pending {
@@ -76,15 +78,14 @@ impl Pending {
 
     fn args(&self) -> ClaimArgs<'_> {
         ClaimArgs {
+            lease: self.lease,
             ids: &self.ids,
-            attempts: &self.attempts,
         }
     }
 
     /// Keeps the notifications after position `ran`.
     fn drop_first(&mut self, ran: usize) {
         self.ids.drain(..ran.min(self.ids.len()));
-        self.attempts.drain(..ran.min(self.attempts.len()));
     }
 }
 
@@ -109,6 +110,11 @@ pub(super) fn claim(
         return Ok(Done::empty(cursor));
     }
     let max_attempts = i32::try_from(shared.max_attempts(entry)).unwrap_or(i32::MAX);
+    let terms = LeaseTerms {
+        channel,
+        limit,
+        max_attempts,
+    };
     let leased: Vec<Leased> = diesel::sql_query(sql::NOTIFICATION_LEASE.as_str())
         .bind::<Text, _>(channel)
         .bind::<Nullable<Text>, _>(shared.skip_committed_before.as_deref())
@@ -118,98 +124,135 @@ pub(super) fn claim(
         .bind::<Integer, _>(max_attempts)
         .load(conn)
         .map_err(Error::query("leasing notifications"))?;
+    let started = Instant::now();
     let mut done = Done::empty(cursor);
-    done.leased = leased.len();
-    done.last_id = leased.iter().map(|row| row.id).max().unwrap_or(cursor);
-    let mut pending = Pending::default();
-    for row in &leased {
-        if row.dead {
-            done.dead += 1;
-            tracing::error!(
-                channel,
-                id = row.id,
-                attempts = row.attempts,
-                "notification is dead: out of attempts (its last attempt did not finish: the process or its session died); kept with its error, see `dead list`"
-            );
-        } else {
-            pending.ids.push(row.id);
-            pending.attempts.push(row.attempts);
+    let mut next = Some(leased);
+    while let Some(leased) = next.take() {
+        let full = i64::try_from(leased.len()).unwrap_or(i64::MAX) >= limit;
+        done.leased += leased.len();
+        done.last_id = leased
+            .iter()
+            .map(|row| row.id)
+            .max()
+            .unwrap_or(done.last_id);
+        let mut pending = Pending::default();
+        for row in &leased {
+            if row.dead {
+                done.dead += 1;
+                tracing::error!(
+                    channel,
+                    id = row.id,
+                    attempts = row.attempt,
+                    "notification is dead: out of attempts (its last attempt did not finish: the process or its session died); kept with its error, see `dead list`"
+                );
+            } else if let Some(lease) = row.lease {
+                pending.lease = lease;
+                pending.ids.push(row.id);
+            }
         }
-    }
-    while !pending.is_empty() {
-        if shared.stopping() {
-            release(conn, &pending)?;
-            break;
-        }
-        let mut outcome = run_leased(shared, conn, plans, entry, &pending, false);
-        if matches!(outcome, Err(BatchError::Careful)) {
-            shared.stats.careful_claims.fetch_add(1, Ordering::Relaxed);
-            outcome = run_leased(shared, conn, plans, entry, &pending, true);
-        }
-        match outcome {
-            Ok(part) => {
-                done.completed += part.completed.len() as u64;
-                done.failed += part.failed;
-                done.dead += part.dead;
-                pending.drop_first(part.ran);
-                if part.cut && !pending.is_empty() {
-                    // Their leases were renewed inside that transaction.
-                    shared.stats.batches_cut.fetch_add(1, Ordering::Relaxed);
-                    done.fitted = Some(i64::try_from(part.ran).unwrap_or(i64::MAX));
+        while !pending.is_empty() {
+            if shared.stopping() {
+                release(conn, &pending)?;
+                break;
+            }
+            // A full batch leases the next one in the transaction that
+            // settles it (one commit per batch while a backlog lasts), for
+            // up to `batch_time`, and not while broadcasts wait.
+            let chain = (full
+                && started.elapsed() < shared.config.batch_time
+                && shared.wake_state().broadcasts.is_empty())
+            .then_some(Chain {
+                terms: &terms,
+                cursor: done.last_id,
+            });
+            let mut outcome = run_leased(shared, conn, plans, entry, &pending, false, chain);
+            if matches!(outcome, Err(BatchError::Careful)) {
+                shared.stats.careful_claims.fetch_add(1, Ordering::Relaxed);
+                outcome = run_leased(shared, conn, plans, entry, &pending, true, chain);
+            }
+            match outcome {
+                Ok(part) => {
+                    done.completed += part.completed.len() as u64;
+                    done.failed += part.failed;
+                    done.dead += part.dead;
+                    pending.drop_first(part.ran);
+                    if part.cut && !pending.is_empty() {
+                        // Their lease was renewed inside that transaction.
+                        shared.stats.batches_cut.fetch_add(1, Ordering::Relaxed);
+                        done.fitted = Some(i64::try_from(part.ran).unwrap_or(i64::MAX));
+                    }
+                    if part.next.is_some() {
+                        next = part.next;
+                    }
+                    if part.ran == 0 {
+                        // Stopping before the first: give the rest back.
+                        release(conn, &pending)?;
+                        break;
+                    }
                 }
-                if part.ran == 0 {
-                    // Stopping before the first: give the rest back.
+                // A failed connection: the leases run out and the
+                // notifications are claimed again with this attempt counted.
+                Err(BatchError::Fatal(err)) => return Err(err),
+                // The careful path never asks for itself again.
+                Err(BatchError::Careful) => {
                     release(conn, &pending)?;
                     break;
                 }
-            }
-            // A failed connection: the leases run out and the notifications
-            // are claimed again with this attempt counted.
-            Err(BatchError::Fatal(err)) => return Err(err),
-            // The careful path never asks for itself again.
-            Err(BatchError::Careful) => {
-                release(conn, &pending)?;
-                break;
-            }
-            Err(BatchError::Channel(reason)) => {
-                plans.broken(entry.def.name, reason);
-                release(conn, &pending)?;
-                break;
-            }
-            // Settled already; Diesel's view of the connection's
-            // transaction no longer matches the server's: start over.
-            Err(BatchError::Ended { offender, .. }) => {
-                return Err(Error::Worker {
-                    worker: 0,
-                    message: format!(
-                        "a handler ended the listener's transaction while handling notification {offender}; reconnecting"
-                    ),
-                })
+                Err(BatchError::Channel(reason)) => {
+                    plans.broken(entry.def.name, reason);
+                    release(conn, &pending)?;
+                    break;
+                }
+                // Settled already; Diesel's view of the connection's
+                // transaction no longer matches the server's: start over.
+                Err(BatchError::Ended { offender, .. }) => {
+                    return Err(Error::Worker {
+                        worker: 0,
+                        message: format!(
+                            "a handler ended the listener's transaction while handling notification {offender}; reconnecting"
+                        ),
+                    })
+                }
             }
         }
     }
     Ok(done)
 }
 
-/// Gives back leased notifications no handler ran.
+/// What a lease asks for: reused by the leases chained after the first.
+struct LeaseTerms<'a> {
+    channel: &'a str,
+    limit: i64,
+    max_attempts: i32,
+}
+
+/// The next lease, taken in the transaction that settles the current one.
+#[derive(Clone, Copy)]
+struct Chain<'a> {
+    terms: &'a LeaseTerms<'a>,
+    /// The highest id leased so far.
+    cursor: i64,
+}
+
+/// Ends the lease of notifications no handler ran: they are available
+/// again at once, their attempt uncounted.
 fn release(conn: &mut PgConnection, pending: &Pending) -> Result<()> {
     if pending.is_empty() {
         return Ok(());
     }
     diesel::sql_query(sql::NOTIFICATION_RELEASE)
-        .bind::<Array<BigInt>, _>(&pending.ids)
-        .bind::<Array<Integer>, _>(&pending.attempts)
+        .bind::<BigInt, _>(pending.lease)
         .execute(conn)
         .map_err(Error::query("releasing leased notifications"))?;
     Ok(())
 }
 
 /// Renews the lease of notifications still waiting behind slow handlers
-/// (in the transaction that holds their locks).
+/// (in the transaction that holds the lease's lock), for them alone.
 fn extend(shared: &Shared, conn: &mut PgConnection, pending: &Pending) -> Result<()> {
     diesel::sql_query(sql::NOTIFICATION_EXTEND)
+        .bind::<BigInt, _>(pending.lease)
         .bind::<Array<BigInt>, _>(&pending.ids)
-        .bind::<Array<Integer>, _>(&pending.attempts)
         .bind::<Double, _>(shared.config.lease.as_secs_f64())
         .execute(conn)
         .map_err(Error::query("renewing leases"))?;
@@ -255,6 +298,8 @@ struct Part {
     dead: u64,
     /// It stopped at `batch_time`.
     cut: bool,
+    /// The next lease, committed with this transaction (see [`Chain`]).
+    next: Option<Vec<Leased>>,
 }
 
 /// One claimed notification, ready for its handlers or failed already.
@@ -270,6 +315,7 @@ fn run_leased(
     entry: &ChannelEntry,
     pending: &Pending,
     careful: bool,
+    chain: Option<Chain<'_>>,
 ) -> Result<Part, BatchError> {
     let plan = plans.get(conn, entry);
     // Trigger channels whose handlers take rows claim and decode in one
@@ -306,8 +352,8 @@ fn run_leased(
             },
             None => {
                 let claimed: Vec<Claimed> = diesel::sql_query(sql::NOTIFICATION_LEASED.as_str())
+                    .bind::<BigInt, _>(args.lease)
                     .bind::<Array<BigInt>, _>(args.ids)
-                    .bind::<Array<Integer>, _>(args.attempts)
                     .load(conn)
                     .map_err(Error::query("claiming leased notifications"))?;
                 (claimed, None)
@@ -350,6 +396,7 @@ fn run_leased(
             failed: 0,
             dead: 0,
             cut: false,
+            next: None,
         };
         let mut settled: Vec<i64> = Vec::with_capacity(claimed.len());
         for (row, prepared) in claimed.iter().zip(prepared) {
@@ -394,12 +441,6 @@ fn run_leased(
             }
             settled.push(row.id);
         }
-        if !part.completed.is_empty() {
-            diesel::sql_query(sql::NOTIFICATION_COMPLETE)
-                .bind::<Array<BigInt>, _>(&part.completed)
-                .execute(conn)
-                .map_err(Error::query("completing notifications"))?;
-        }
         // Settled: the ones handled or failed, and every pending one before
         // the last of them that the claim did not return (gone, or leased
         // again by another worker).
@@ -409,18 +450,44 @@ fn run_leased(
             None if claimed.is_empty() => pending.ids.len(),
             None => 0,
         };
-        if part.cut {
-            // The rest waits for the next transaction: renew its leases
-            // while this one still holds their locks, so they are never
-            // unlocked with a lease that ran out behind slow handlers.
-            let mut rest = Pending {
-                ids: pending.ids.clone(),
-                attempts: pending.attempts.clone(),
-            };
-            rest.drop_first(part.ran);
-            if !rest.is_empty() {
-                extend(shared, conn, &rest)?;
+        let mut rest = Pending {
+            lease: pending.lease,
+            ids: pending.ids.clone(),
+        };
+        rest.drop_first(part.ran);
+        if let (true, Some(chain)) = (rest.is_empty(), chain) {
+            // Settled: its lease ends, and the next begins, with this
+            // transaction.
+            let next: Vec<Leased> = diesel::sql_query(sql::NOTIFICATION_LEASE_NEXT.as_str())
+                .bind::<Array<BigInt>, _>(&part.completed)
+                .bind::<BigInt, _>(pending.lease)
+                .bind::<Text, _>(chain.terms.channel)
+                .bind::<Nullable<Text>, _>(shared.skip_committed_before.as_deref())
+                .bind::<BigInt, _>(chain.terms.limit)
+                .bind::<BigInt, _>(chain.cursor)
+                .bind::<Double, _>(shared.config.lease.as_secs_f64())
+                .bind::<Integer, _>(chain.terms.max_attempts)
+                .load(conn)
+                .map_err(Error::query("completing notifications and leasing the next"))?;
+            part.next = (!next.is_empty()).then_some(next);
+        } else if rest.is_empty() {
+            // The batch is settled: its lease ends with this transaction.
+            diesel::sql_query(sql::NOTIFICATION_COMPLETE_LEASE)
+                .bind::<Array<BigInt>, _>(&part.completed)
+                .bind::<BigInt, _>(pending.lease)
+                .execute(conn)
+                .map_err(Error::query("completing notifications"))?;
+        } else {
+            if !part.completed.is_empty() {
+                diesel::sql_query(sql::NOTIFICATION_COMPLETE)
+                    .bind::<Array<BigInt>, _>(&part.completed)
+                    .execute(conn)
+                    .map_err(Error::query("completing notifications"))?;
             }
+            // The rest waits for the next transaction: renew its lease
+            // while this one still holds the lease's lock, so it is never
+            // unlocked with a deadline that passed behind slow handlers.
+            extend(shared, conn, &rest)?;
         }
         Ok(part)
     })
@@ -491,14 +558,8 @@ fn settle_ended(
         .execute(conn)
         .map_err(Error::query("recording a failed notification"))?;
     shared.stats.dead.fetch_add(1, Ordering::Relaxed);
-    let mut rest = Pending::default();
-    for (id, attempts) in pending.ids.iter().zip(&pending.attempts) {
-        if *id != offender && !(committed && completed.contains(id)) {
-            rest.ids.push(*id);
-            rest.attempts.push(*attempts);
-        }
-    }
-    release(conn, &rest)
+    // The rest of the batch is given back with the lease.
+    release(conn, pending)
 }
 
 /// Reads a payload's context JSON; `{}` when it has none.
