@@ -365,8 +365,13 @@ pub(crate) fn listen(info: &ConnInfo) -> Result<postgres::Client> {
     })
 }
 
-/// How long the `LISTEN` session may stay silent before it is pinged.
+/// How often the `LISTEN` session is pinged.
 pub(crate) const PING_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a ping of the `LISTEN` session may go unanswered before the
+/// session is taken for dead and replaced: with [`PING_AFTER`], a half-open
+/// session is replaced within 20 s.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn quote(value: &str) -> String {
     if !value.is_empty()

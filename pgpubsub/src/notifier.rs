@@ -9,11 +9,15 @@ use std::time::{Duration, Instant};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
-use crate::connection::{self, PING_AFTER};
+use crate::connection::{self, PING_AFTER, PING_TIMEOUT};
 use crate::contract::payload::Payload;
 use crate::contract::{queries as sql, quote_ident};
 use crate::error::{Error, Result};
 use crate::shared::{Broadcast, Shared};
+
+/// How long a stopping listener waits for its session to answer before it
+/// removes its registration.
+const UNREGISTER_WAIT: Duration = Duration::from_secs(1);
 
 /// How long one wait for notifications lasts before the stop flag is checked.
 const WAIT_SLICE: Duration = Duration::from_millis(200);
@@ -64,15 +68,44 @@ pub(crate) fn run(shared: &Shared, client: Client) {
         shared.wake_workers();
         match serve(shared, &mut session) {
             Ok(()) => {
-                if let Some(registration) = shared.registration {
-                    if let Err(err) = session.execute(sql::LISTENER_UNREGISTER, &[&registration]) {
+                // A session that does not answer at once is not waited for:
+                // the registration's heartbeat stops, and it reads as gone.
+                let answered = session.is_valid(UNREGISTER_WAIT);
+                let removed = answered.and_then(|()| match shared.registration {
+                    Some(registration) => session
+                        .execute(sql::LISTENER_UNREGISTER, &[&registration])
+                        .map(drop),
+                    None => Ok(()),
+                });
+                match removed {
+                    Ok(()) => drop(session),
+                    Err(err) => {
                         tracing::debug!(error = %err, "cannot remove the listener's registration");
+                        discard(session);
                     }
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "listen session lost"),
+            Err(err) => {
+                tracing::warn!(error = %err, "listen session lost");
+                discard(session);
+            }
         }
         shared.set_listening(false);
+    }
+}
+
+/// Lets go of a session that failed or stopped answering. Dropping a
+/// `postgres::Client` waits until its connection ends, which on a half-open
+/// one lasts until TCP gives up (or forever, when a middlebox acknowledges
+/// everything): that wait happens on a thread of its own, so the listener
+/// replaces the session, or stops, at once.
+fn discard(session: Client) {
+    let spawned = std::thread::Builder::new()
+        .name("pgpubsub-discard".into())
+        .spawn(move || drop(session));
+    if let Err(err) = spawned {
+        // The session was dropped with the thread that could not start.
+        tracing::warn!(error = %err, "no thread to close a failed listen session: it was closed in place");
     }
 }
 
@@ -94,8 +127,11 @@ fn serve(shared: &Shared, client: &mut Client) -> Result<(), postgres::Error> {
             client.simple_query("SELECT 1")?;
         }
         if last_beat.elapsed() >= PING_AFTER {
-            // The heartbeat is the ping: on a half-open connection it fails
-            // within the TCP user timeout, and the session is replaced.
+            // The ping: a half-open session (the peer gone, or a middlebox
+            // that acknowledges and swallows traffic) does not answer within
+            // PING_TIMEOUT, and the session is replaced. The heartbeat
+            // follows on the session that answered.
+            client.is_valid(PING_TIMEOUT)?;
             match shared.registration {
                 Some(registration) => {
                     client.execute(sql::LISTENER_HEARTBEAT, &[&registration])?;

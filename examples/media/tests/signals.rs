@@ -615,3 +615,42 @@ fn shutdown_timeout_bounds_a_stop_stuck_on_a_hung_server() {
     drop(listen);
     cluster.resume();
 }
+
+#[test]
+fn stored_notifications_of_a_channel_no_listener_serves_are_reported_at_start() {
+    let db = DemoDb::new(&pgpubsub_tests::admin_url());
+    let mut conn = PgConnection::establish(&db.url).unwrap();
+    // Left by code that no longer exists: a channel nothing in this binary
+    // serves, nor any other running listener. A dead one is not counted.
+    conn.batch_execute(
+        "INSERT INTO pgpubsub_notification (channel, payload) \
+         SELECT 'retired_channel', '{}' FROM generate_series(1, 3); \
+         INSERT INTO pgpubsub_notification (channel, payload, dead_at) \
+         VALUES ('retired_channel', '{}', now())",
+    )
+    .unwrap();
+    let mut listen = Listen::start(&db.url, &[], false);
+    listen.wait_for_log("no running listener serves");
+    let line = listen
+        .log
+        .iter()
+        .find(|line| line.contains("no running listener serves"))
+        .unwrap()
+        .clone();
+    assert!(line.contains("retired_channel"), "{line}");
+    assert!(line.contains("stored=3"), "{line}");
+    listen.wait_for_log("listening");
+    // The example's own channel is served: only the retired one is
+    // reported.
+    assert!(
+        !listen
+            .log
+            .iter()
+            .any(|line| line.contains("no running listener serves") && line.contains("media")),
+        "{:?}",
+        listen.log
+    );
+    listen.sigterm();
+    let status = listen.wait(Duration::from_secs(40)).unwrap();
+    assert_graceful(&listen, status, "SIGTERM after the report");
+}

@@ -165,14 +165,33 @@ pub(crate) const LISTENER_UNREGISTER: &str = "DELETE FROM pgpubsub_listener WHER
 
 /// Channels with live stored notifications that neither this listener
 /// (`$1`) nor any listener with a heartbeat in the last `$2` seconds serves,
-/// with their counts.
+/// with their counts (counted up to [`UNSERVED_COUNT_CAP`]). The channels
+/// are found by skipping through the live index, one probe per channel,
+/// not by reading every stored notification: a listener starting on a
+/// large backlog does not scan it.
 pub(crate) const UNSERVED_CHANNELS: &str = "\
-SELECT n.channel::text AS name, count(*) AS n FROM pgpubsub_notification AS n \
-WHERE NOT n.broadcast AND n.dead_at IS NULL AND n.channel <> ALL($1) \
+WITH RECURSIVE live(channel) AS ( \
+    (SELECT n.channel FROM pgpubsub_notification AS n \
+     WHERE NOT n.broadcast AND n.dead_at IS NULL ORDER BY n.channel LIMIT 1) \
+    UNION ALL \
+    SELECT (SELECT n.channel FROM pgpubsub_notification AS n \
+            WHERE NOT n.broadcast AND n.dead_at IS NULL AND n.channel > live.channel \
+            ORDER BY n.channel LIMIT 1) \
+    FROM live WHERE live.channel IS NOT NULL \
+) \
+SELECT live.channel::text AS name, \
+       (SELECT count(*) FROM (SELECT 1 FROM pgpubsub_notification AS n \
+                              WHERE n.channel = live.channel AND NOT n.broadcast AND n.dead_at IS NULL \
+                              LIMIT 100000) AS capped) AS n \
+FROM live \
+WHERE live.channel IS NOT NULL AND live.channel <> ALL($1) \
   AND NOT EXISTS (SELECT 1 FROM pgpubsub_listener AS l \
-                  WHERE n.channel = ANY(l.channels) \
+                  WHERE live.channel = ANY(l.channels) \
                     AND l.heartbeat_at > now() - make_interval(secs => $2)) \
-GROUP BY n.channel ORDER BY n.channel";
+ORDER BY 1";
+
+/// The most stored notifications [`UNSERVED_CHANNELS`] counts per channel.
+pub(crate) const UNSERVED_COUNT_CAP: i64 = 100_000;
 
 /// The privileges a listener needs that the current role lacks, as
 /// `(object, privilege)` pairs.

@@ -236,9 +236,14 @@ fn report_unserved(conn: &mut PgConnection, channels: &[&str]) -> Result<()> {
         .load::<Unserved>(conn)
         .map_err(Error::query("looking for notifications no listener serves"))?;
     for channel in unserved {
+        let stored = if channel.n >= sql::UNSERVED_COUNT_CAP {
+            format!("at least {}", channel.n)
+        } else {
+            channel.n.to_string()
+        };
         tracing::warn!(
             channel = %channel.name,
-            stored = channel.n,
+            %stored,
             "stored notifications of a channel no running listener serves: they wait until one does"
         );
     }
