@@ -188,14 +188,18 @@ impl Sql {
         self
     }
 
-    /// `pgpubsub_notification_lease_claim(lease, ids)`.
+    /// The lease's notifications, with the lease locked (see
+    /// `queries::LEASE_CLAIM`).
     fn claim_call(&mut self) -> &mut Self {
-        self.push(names::NOTIFICATION_LEASE_CLAIM_FN)
-            .push("(")
-            .bind(Bind::Lease)
-            .push(", ")
-            .bind(Bind::Source)
-            .push(")")
+        self.push(queries::LEASE_CLAIM[0]);
+        for (ids, piece) in queries::LEASE_CLAIM_BINDS
+            .iter()
+            .zip(&queries::LEASE_CLAIM[1..])
+        {
+            self.bind(if *ids { Bind::Source } else { Bind::Lease })
+                .push(piece);
+        }
+        self
     }
 
     fn bind(&mut self, bind: Bind) -> &mut Self {

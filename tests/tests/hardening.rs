@@ -38,7 +38,6 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON pgpubsub_notification_leases TO app_list
 GRANT EXECUTE ON FUNCTION
     pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer),
     pgpubsub_notification_lease_next(bigint[], bigint, text, text, bigint, bigint, double precision, integer),
-    pgpubsub_notification_lease_claim(bigint, bigint[]),
     pgpubsub_row_check(anyelement, jsonb)
     TO app_listener;
 ";
@@ -1038,11 +1037,6 @@ fn every_documented_listener_grant_is_checked_at_start() {
             "EXECUTE",
             "FUNCTION pgpubsub_notification_lease_next(bigint[], bigint, text, text, bigint, bigint, double precision, integer)",
             "function pgpubsub_notification_lease_next",
-        ),
-        (
-            "EXECUTE",
-            "FUNCTION pgpubsub_notification_lease_claim(bigint, bigint[])",
-            "function pgpubsub_notification_lease_claim",
         ),
         (
             "EXECUTE",

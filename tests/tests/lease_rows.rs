@@ -169,7 +169,10 @@ fn a_lease_held_by_a_running_transaction_is_not_reaped_when_its_deadline_passes(
     let claimed = count(
         &mut running,
         &format!(
-            "SELECT count(*) AS n FROM pgpubsub_notification_lease_claim({lease}, ARRAY{ids:?}::bigint[])"
+            // The claim query's lock: the lease row, in the handlers'
+            // transaction.
+            "SELECT count(*) AS n FROM pgpubsub_notification \
+             WHERE id = ANY(ARRAY{ids:?}::bigint[]) AND id = ANY((SELECT l.ids FROM pgpubsub_notification_leases AS l WHERE l.id = {lease} FOR UPDATE)::bigint[])"
         ),
     );
     assert_eq!(claimed, 3);

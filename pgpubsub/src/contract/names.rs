@@ -25,8 +25,8 @@ pub const NOTIFICATION_CLAIM_FN: &str = "pgpubsub_notification_claim";
 /// Leased a batch by updating each notification (step 0003; replaced by
 /// [`NOTIFICATION_LEASE_TAKE_FN`] in step 0004).
 pub const NOTIFICATION_LEASE_FN: &str = "pgpubsub_notification_lease";
-/// Locked leased notifications (step 0003; replaced by
-/// [`NOTIFICATION_LEASE_CLAIM_FN`] in step 0004).
+/// Locked leased notifications (step 0003; dropped by step 0004, whose
+/// lease row the claim query locks instead).
 pub const NOTIFICATION_LEASED_FN: &str = "pgpubsub_notification_leased";
 /// Leases, one row per leased batch (step 0004).
 pub const NOTIFICATION_LEASES_TABLE: &str = "pgpubsub_notification_leases";
@@ -38,9 +38,6 @@ pub const NOTIFICATION_LEASE_TAKE_FN: &str = "pgpubsub_notification_lease_take";
 /// Ends a settled lease and takes the next, in the transaction that ran its
 /// handlers (step 0004).
 pub const NOTIFICATION_LEASE_NEXT_FN: &str = "pgpubsub_notification_lease_next";
-/// Locks a lease and returns its notifications, for the transaction that
-/// runs their handlers (step 0004).
-pub const NOTIFICATION_LEASE_CLAIM_FN: &str = "pgpubsub_notification_lease_claim";
 /// Running listeners and their heartbeats.
 pub const LISTENER_TABLE: &str = "pgpubsub_listener";
 /// Names the columns of a payload row the table's types reject.
@@ -128,7 +125,6 @@ mod tests {
             NOTIFICATION_LEASES_TABLE,
             NOTIFICATION_LEASES_CHANNEL_INDEX,
             NOTIFICATION_LEASE_TAKE_FN,
-            NOTIFICATION_LEASE_CLAIM_FN,
             NOTIFICATION_LEASE_NEXT_FN,
             NOTIFICATION_LIVE_INDEX,
             LISTENER_TABLE,

@@ -70,16 +70,44 @@ pub(crate) static NOTIFICATION_LEASE_NEXT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Locks lease `$1` for the transaction that runs its handlers and returns
-/// the claim fields (see [`claim_fields`]) of its notifications `$2` still
-/// there, `attempts` counting the attempt about to run. Trigger channels
-/// whose handlers take rows claim and decode in one query instead
-/// (`decode::Plan`).
+/// The notifications of a lease, for the transaction that runs their
+/// handlers, as a subquery: `LEASE_CLAIM[0]`, the ids still to run,
+/// `LEASE_CLAIM[1]`, the ids again, … and the lease before the last piece
+/// (see [`LEASE_CLAIM_BINDS`]). It locks the lease row (an `InitPlan`, run
+/// once: a lease being reaped is waited for, and then yields nothing), and
+/// returns its notifications still there and not dead, ids ascending, with
+/// the claim's columns and `attempts` counting the attempt about to run.
+/// The ids (ascending) bound a range scan of the primary key; the
+/// membership tests are filters (`n.id + 0`), not one index probe per id.
+pub(crate) const LEASE_CLAIM: [&str; 6] = [
+    "(SELECT n.id, n.channel, n.payload, n.created_at, n.db_version, n.attempts + 1 AS attempts \
+     FROM pgpubsub_notification AS n \
+     WHERE n.id BETWEEN (",
+    "::bigint[])[1] AND (",
+    "::bigint[])[cardinality(",
+    "::bigint[])] AND (n.id + 0) = ANY(",
+    ") AND n.dead_at IS NULL \
+       AND (n.id + 0) = ANY((SELECT l.ids FROM pgpubsub_notification_leases AS l WHERE l.id = ",
+    " FOR UPDATE)::bigint[]) \
+     ORDER BY n.id)",
+];
+
+/// What goes between the pieces of [`LEASE_CLAIM`]: `true` for the ids,
+/// `false` for the lease.
+pub(crate) const LEASE_CLAIM_BINDS: [bool; 5] = [true, true, true, true, false];
+
+/// [`LEASE_CLAIM`] with lease `$1` and ids `$2`, returning the claim fields
+/// (see [`claim_fields`]). Trigger channels whose handlers take rows claim
+/// and decode in one query instead (`decode::Plan`).
 pub(crate) static NOTIFICATION_LEASED: LazyLock<String> = LazyLock::new(|| {
+    let mut source = String::from(LEASE_CLAIM[0]);
+    for (ids, piece) in LEASE_CLAIM_BINDS.iter().zip(&LEASE_CLAIM[1..]) {
+        source.push_str(if *ids { "$2" } else { "$1" });
+        source.push_str(piece);
+    }
     format!(
-        "SELECT {} FROM {}($1, $2) AS c",
-        claim_fields("c", false, true),
-        super::names::NOTIFICATION_LEASE_CLAIM_FN
+        "SELECT {} FROM {source} AS c",
+        claim_fields("c", false, true)
     )
 });
 
@@ -212,8 +240,6 @@ SELECT p.object AS name, p.privilege AS privilege FROM (VALUES \
         has_function_privilege('pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer)', 'EXECUTE')), \
     ('function pgpubsub_notification_lease_next', 'EXECUTE', \
         has_function_privilege('pgpubsub_notification_lease_next(bigint[], bigint, text, text, bigint, bigint, double precision, integer)', 'EXECUTE')), \
-    ('function pgpubsub_notification_lease_claim', 'EXECUTE', \
-        has_function_privilege('pgpubsub_notification_lease_claim(bigint, bigint[])', 'EXECUTE')), \
     ('function pgpubsub_row_check', 'EXECUTE', has_function_privilege('pgpubsub_row_check(anyelement, jsonb)', 'EXECUTE')) \
 ) AS p(object, privilege, granted) WHERE NOT p.granted";
 

@@ -5,7 +5,8 @@
 --
 -- A lease row names the notifications it reserves; while it exists, no
 -- other lease takes them. The transaction that runs their handlers locks
--- it, removes the handled notifications, and removes it (or, when the
+-- it (the runtime's claim query locks it and reads its notifications),
+-- removes the handled notifications, and removes it (or, when the
 -- batch is cut by handler time, renews it with the rest). A lease whose
 -- deadline passed and that no transaction holds (its process or session
 -- died) is reaped by the next lease of its channel: each of its
@@ -195,34 +196,5 @@ BEGIN
     RETURN QUERY SELECT t.lease, t.id, t.attempt, t.dead
         FROM pgpubsub_notification_lease_take(p_channel, p_snapshot, p_limit, p_cursor,
                                               p_lease, p_max_attempts) AS t;
-END;
-$pgpubsub$;
-
--- The notifications p_ids of lease p_lease, for the transaction that runs
--- their handlers: locks the lease (a lease being reaped is waited for, and
--- then returns nothing) and returns the notifications still there and not
--- dead, ids ascending, with `attempts` counting the attempt about to run.
-CREATE FUNCTION pgpubsub_notification_lease_claim(p_lease bigint, p_ids bigint[])
-RETURNS SETOF pgpubsub_notification
-LANGUAGE plpgsql
-SET jit = off
-SET plan_cache_mode = force_generic_plan
-AS $pgpubsub$
-DECLARE
-    v_ids bigint[];
-BEGIN
-    SELECT l.ids INTO v_ids FROM pgpubsub_notification_leases AS l
-    WHERE l.id = p_lease FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    -- Every column, in the table's order, `attempts` counting this attempt.
-    RETURN QUERY
-        SELECT n.id, n.channel, n.payload, n.created_at, n.db_version, n.written_xid,
-               n.broadcast, n.attempts + 1, n.available_at, n.last_error, n.failed_at,
-               n.interrupted_at, n.dead_at
-        FROM pgpubsub_notification AS n
-        WHERE n.id = ANY(p_ids) AND n.id = ANY(v_ids) AND n.dead_at IS NULL
-        ORDER BY n.id;
 END;
 $pgpubsub$;

@@ -3,7 +3,6 @@
 -- + schema/0004
 
 DROP FUNCTION IF EXISTS pgpubsub_notification_lease_next(bigint[], bigint, text, text, bigint, bigint, double precision, integer);
-DROP FUNCTION IF EXISTS pgpubsub_notification_lease_claim(bigint, bigint[]);
 DROP FUNCTION IF EXISTS pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer);
 DROP TABLE IF EXISTS pgpubsub_notification_leases;
 ALTER TABLE pgpubsub_notification RENAME COLUMN interrupted_at TO leased_until;
