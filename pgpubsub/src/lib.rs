@@ -101,7 +101,7 @@ pub use contract::quote_ident;
 pub use error::{Error, Result};
 pub use event::{HandlerError, HandlerErrorKind};
 pub use listener::{Listener, ListenerHandle, Stopper};
-pub use notify::notify;
+pub use notify::{notify, notify_all};
 pub use registry::{ChannelDef, ChannelEntry, HandlerDef, HandlerKind, Ops, Registry};
 pub use retry::RetryPolicy;
 pub use shared::Stats;

@@ -450,3 +450,110 @@ fn a_broadcast_unit_struct_message_is_handled() {
         == 1));
     handle.shutdown().unwrap();
 }
+
+#[test]
+fn notify_all_stores_many_messages_in_one_statement_in_order_with_the_senders_context() {
+    let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    let batch: Vec<PostReads> = (1..=1000)
+        .map(|post_id| PostReads { post_id, reads: 1 })
+        .collect();
+    let sent = conn
+        .transaction(|conn| {
+            pgpubsub::with_context(conn, &json!({"producer": "bulk"}), |conn| {
+                pgpubsub::notify_all(conn, &batch)
+            })
+        })
+        .unwrap();
+    assert_eq!(sent, 1000);
+    // Stored in the order given: ids ascend with the messages.
+    #[derive(QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = BigInt)]
+        post_id: i64,
+    }
+    let stored: Vec<i64> = diesel::sql_query(
+        "SELECT (payload -> 'message' ->> 'post_id')::bigint AS post_id FROM pgpubsub_notification ORDER BY id",
+    )
+    .load::<Stored>(&mut conn)
+    .unwrap()
+    .into_iter()
+    .map(|row| row.post_id)
+    .collect();
+    assert_eq!(stored, (1..=1000).collect::<Vec<i64>>());
+
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()));
+    assert!(wait_until(WAIT, || reads(&mut conn).len() == 1000));
+    handle.shutdown().unwrap();
+    let mut seen = post_ids(&mut conn);
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=1000).collect::<Vec<i64>>());
+    assert!(reads(&mut conn)
+        .iter()
+        .all(|read| read.context == json!({"producer": "bulk"})));
+}
+
+#[test]
+fn notify_all_of_nothing_sends_nothing_and_a_rolled_back_batch_is_never_processed() {
+    let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    assert_eq!(
+        pgpubsub::notify_all::<PostReads, _>(&mut conn, &[]).unwrap(),
+        0
+    );
+    let rolled = conn.transaction(|conn| {
+        pgpubsub::notify_all(
+            conn,
+            &[
+                PostReads {
+                    post_id: 1,
+                    reads: 1,
+                },
+                PostReads {
+                    post_id: 2,
+                    reads: 1,
+                },
+            ],
+        )?;
+        Err::<(), _>(pgpubsub::Error::Transaction(
+            diesel::result::Error::RollbackTransaction,
+        ))
+    });
+    assert!(rolled.is_err());
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM pgpubsub_notification"),
+        0
+    );
+}
+
+#[test]
+fn notify_all_on_a_broadcast_channel_reaches_the_listener_once_per_message() {
+    let db = TestDb::new(SCHEMA);
+    let handle = spawn_listening(pgpubsub::Listener::new(db.url()).channels(["announcement"]));
+    let mut conn = db.conn();
+    let texts = ["one", "two", "three"];
+    let messages: Vec<Announcement> = texts
+        .iter()
+        .map(|text| Announcement {
+            text: (*text).to_owned(),
+        })
+        .collect();
+    assert_eq!(pgpubsub::notify_all(&mut conn, &messages).unwrap(), 3);
+    assert!(wait_until(WAIT, || count(
+        &mut conn,
+        "SELECT count(*) AS n FROM announcements"
+    ) == 3));
+    std::thread::sleep(Duration::from_millis(300));
+    handle.shutdown().unwrap();
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(DISTINCT text) AS n FROM announcements"
+        ),
+        3
+    );
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) AS n FROM announcements"),
+        3
+    );
+}

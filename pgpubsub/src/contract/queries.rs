@@ -297,6 +297,13 @@ WHERE broadcast AND created_at < now() - make_interval(secs => $1)";
 /// stored and woken (`$2` true) or broadcast.
 pub(crate) const NOTIFICATION_SEND: &str = "SELECT pgpubsub_notification_send($1, $2, $3::jsonb)";
 
+/// Sends the payloads `$3` on channel `$1` (lockable when `$2`), in array
+/// order (the function scan yields the elements in order and the send runs
+/// per row as it goes), in one statement.
+pub(crate) const NOTIFICATION_SEND_ALL: &str = "\
+SELECT count(pgpubsub_notification_send($1, $2, p.payload::jsonb)) AS n \
+FROM unnest($3::text[]) AS p(payload)";
+
 /// Reads the notification context of this session or transaction.
 pub(crate) const CONTEXT_GET: &str = "SELECT current_setting('pgpubsub.context', true) AS value";
 

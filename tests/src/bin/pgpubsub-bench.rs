@@ -48,6 +48,14 @@ struct WriteChannel;
 #[pgpubsub::trigger_channel(model = LatencyRow, lock_notifications)]
 struct LatencyChannel;
 
+/// A lockable message channel for the producer measure (no handler: the
+/// measure is the sending).
+#[pgpubsub::channel(lock_notifications)]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BenchMessage {
+    n: i64,
+}
+
 static HANDLED: AtomicU64 = AtomicU64::new(0);
 static LATENCY: Mutex<Option<mpsc::Sender<Instant>>> = Mutex::new(None);
 
@@ -387,6 +395,28 @@ fn main() {
         samples[samples.len() - 1],
         samples.len()
     );
+    println!("\n6. producer: 10000 messages sent in one transaction");
+    let messages: Vec<BenchMessage> = (0..10_000).map(|n| BenchMessage { n }).collect();
+    let mut conn = db.conn();
+    let start = Instant::now();
+    conn.transaction::<_, pgpubsub::Error, _>(|conn| {
+        for message in &messages {
+            pgpubsub::notify(conn, message)?;
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|err| panic!("notify: {err}"));
+    let one_by_one = messages.len() as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    conn.transaction::<_, pgpubsub::Error, _>(|conn| pgpubsub::notify_all(conn, &messages))
+        .unwrap_or_else(|err| panic!("notify_all: {err}"));
+    let all = messages.len() as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "  notify one by one {one_by_one:>9.0}/s | notify_all {all:>9.0}/s | ratio {:.1}",
+        all / one_by_one
+    );
+    exec(&mut conn, "DELETE FROM pgpubsub_notification");
+
     let (_, hwm) = rss_kib();
-    println!("\n6. memory: bench process peak RSS {} MiB", hwm / 1024);
+    println!("\n7. memory: bench process peak RSS {} MiB", hwm / 1024);
 }
