@@ -586,10 +586,18 @@ fn shutdown_timeout_bounds_a_stop_stuck_on_a_hung_server() {
     // Dropped with the cluster: nothing may query the hung server.
     let url = pgpubsub_tests::url_with_database(&cluster.admin_url(), "media");
     run_demo(&url);
-    let mut listen = Listen::start(&url, &["--shutdown-timeout", "2"], false);
+    // Idle workers poll every 0.2 s: a poll after the hang is a query the
+    // server never answers, which the stop cannot finish. (An idle
+    // listener whose only hung connection is its LISTEN session stops at
+    // once: that session is let go.)
+    let mut listen = Listen::start(
+        &url,
+        &["--shutdown-timeout", "2", "--poll-interval", "0.2"],
+        false,
+    );
     listen.wait_for_log("listening");
     cluster.hang();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(800));
     listen.sigterm();
     let sent = Instant::now();
     let status = listen
