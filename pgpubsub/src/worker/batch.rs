@@ -249,10 +249,10 @@ fn release(conn: &mut PgConnection, pending: &Pending) -> Result<()> {
 
 /// Renews the lease of notifications still waiting behind slow handlers
 /// (in the transaction that holds the lease's lock), for them alone.
-fn extend(shared: &Shared, conn: &mut PgConnection, pending: &Pending) -> Result<()> {
+fn extend(shared: &Shared, conn: &mut PgConnection, lease: i64, rest: &[i64]) -> Result<()> {
     diesel::sql_query(sql::NOTIFICATION_EXTEND)
-        .bind::<BigInt, _>(pending.lease)
-        .bind::<Array<BigInt>, _>(&pending.ids)
+        .bind::<BigInt, _>(lease)
+        .bind::<Array<BigInt>, _>(rest)
         .bind::<Double, _>(shared.config.lease.as_secs_f64())
         .execute(conn)
         .map_err(Error::query("renewing leases"))?;
@@ -450,44 +450,44 @@ fn run_leased(
             None if claimed.is_empty() => pending.ids.len(),
             None => 0,
         };
-        let mut rest = Pending {
-            lease: pending.lease,
-            ids: pending.ids.clone(),
-        };
-        rest.drop_first(part.ran);
-        if let (true, Some(chain)) = (rest.is_empty(), chain) {
+        let rest = &pending.ids[part.ran.min(pending.ids.len())..];
+        match (rest.is_empty(), chain) {
             // Settled: its lease ends, and the next begins, with this
             // transaction.
-            let next: Vec<Leased> = diesel::sql_query(sql::NOTIFICATION_LEASE_NEXT.as_str())
-                .bind::<Array<BigInt>, _>(&part.completed)
-                .bind::<BigInt, _>(pending.lease)
-                .bind::<Text, _>(chain.terms.channel)
-                .bind::<Nullable<Text>, _>(shared.skip_committed_before.as_deref())
-                .bind::<BigInt, _>(chain.terms.limit)
-                .bind::<BigInt, _>(chain.cursor)
-                .bind::<Double, _>(shared.config.lease.as_secs_f64())
-                .bind::<Integer, _>(chain.terms.max_attempts)
-                .load(conn)
-                .map_err(Error::query("completing notifications and leasing the next"))?;
-            part.next = (!next.is_empty()).then_some(next);
-        } else if rest.is_empty() {
-            // The batch is settled: its lease ends with this transaction.
-            diesel::sql_query(sql::NOTIFICATION_COMPLETE_LEASE)
-                .bind::<Array<BigInt>, _>(&part.completed)
-                .bind::<BigInt, _>(pending.lease)
-                .execute(conn)
-                .map_err(Error::query("completing notifications"))?;
-        } else {
-            if !part.completed.is_empty() {
-                diesel::sql_query(sql::NOTIFICATION_COMPLETE)
+            (true, Some(chain)) => {
+                let next: Vec<Leased> = diesel::sql_query(sql::NOTIFICATION_LEASE_NEXT.as_str())
                     .bind::<Array<BigInt>, _>(&part.completed)
+                    .bind::<BigInt, _>(pending.lease)
+                    .bind::<Text, _>(chain.terms.channel)
+                    .bind::<Nullable<Text>, _>(shared.skip_committed_before.as_deref())
+                    .bind::<BigInt, _>(chain.terms.limit)
+                    .bind::<BigInt, _>(chain.cursor)
+                    .bind::<Double, _>(shared.config.lease.as_secs_f64())
+                    .bind::<Integer, _>(chain.terms.max_attempts)
+                    .load(conn)
+                    .map_err(Error::query("completing notifications and leasing the next"))?;
+                part.next = (!next.is_empty()).then_some(next);
+            }
+            // Settled: its lease ends with this transaction.
+            (true, None) => {
+                diesel::sql_query(sql::NOTIFICATION_COMPLETE_LEASE)
+                    .bind::<Array<BigInt>, _>(&part.completed)
+                    .bind::<BigInt, _>(pending.lease)
                     .execute(conn)
                     .map_err(Error::query("completing notifications"))?;
             }
             // The rest waits for the next transaction: renew its lease
             // while this one still holds the lease's lock, so it is never
             // unlocked with a deadline that passed behind slow handlers.
-            extend(shared, conn, &rest)?;
+            (false, _) => {
+                if !part.completed.is_empty() {
+                    diesel::sql_query(sql::NOTIFICATION_COMPLETE)
+                        .bind::<Array<BigInt>, _>(&part.completed)
+                        .execute(conn)
+                        .map_err(Error::query("completing notifications"))?;
+                }
+                extend(shared, conn, pending.lease, rest)?;
+            }
         }
         Ok(part)
     })
