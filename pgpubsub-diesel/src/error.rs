@@ -50,6 +50,22 @@ pub enum Error {
         /// The migration directory that records them.
         path: PathBuf,
     },
+    /// The binary links no channel, yet the migrations install some: the
+    /// crate declaring them is most likely not linked into this binary.
+    #[error(
+        "this binary links no pgpubsub channel, but the migrations in `{}` install {}: a \
+         migration now would drop them all. Link the crate that declares them from the \
+         generator binary (`use my_app as _;` in src/bin/pgpubsub-gen.rs), or pass \
+         `--drop-all-channels` if dropping them is what you want",
+        path.display(),
+        channels.join(", ")
+    )]
+    NoChannelsLinked {
+        /// The installed channels (`channel/<name>`).
+        channels: Vec<String>,
+        /// The migration directory that records them.
+        path: PathBuf,
+    },
     /// A generated migration on disk cannot be read back.
     #[error("cannot read the pgpubsub state in `{}`: {message}", path.display())]
     State {

@@ -26,6 +26,11 @@ pub struct GenArgs {
     /// The migration version to use instead of the current time (`YYYY-MM-DD-HHMMSS`).
     #[arg(long)]
     pub version: Option<String>,
+    /// Write a migration that drops every channel's trigger when the binary
+    /// links no channel at all (without it, that is an error: usually the
+    /// crate that declares them is not linked).
+    #[arg(long)]
+    pub drop_all_channels: bool,
 }
 
 /// What a run found and did.
@@ -55,8 +60,30 @@ pub fn generate(
     check: bool,
     version: Option<&str>,
 ) -> Result<Outcome> {
+    generate_with(registry, dir, check, version, false)
+}
+
+/// [`generate`], and with `drop_all_channels`, also when this binary links
+/// no channel while the migrations install some (a migration dropping them
+/// all). Without it that case is [`Error::NoChannelsLinked`](crate::Error::NoChannelsLinked).
+pub fn generate_with(
+    registry: &Registry,
+    dir: &Path,
+    check: bool,
+    version: Option<&str>,
+    drop_all_channels: bool,
+) -> Result<Outcome> {
     let desired = State::desired(registry)?;
     let recorded = migration::recorded(dir)?;
+    if let Some(recorded) = &recorded {
+        let installed = recorded.state.channel_keys();
+        if !drop_all_channels && registry.channels().next().is_none() && !installed.is_empty() {
+            return Err(crate::Error::NoChannelsLinked {
+                channels: installed,
+                path: recorded.dir.clone(),
+            });
+        }
+    }
     if let Some(recorded) = &recorded {
         let changed = recorded.state.changed_steps(&desired);
         if !changed.is_empty() {
@@ -92,7 +119,15 @@ pub fn main_in(manifest_dir: &str) -> ExitCode {
         .unwrap_or_else(|| Path::new(manifest_dir).join("migrations"));
     let outcome = Registry::load()
         .map_err(crate::Error::from)
-        .and_then(|registry| generate(&registry, &dir, args.check, args.version.as_deref()));
+        .and_then(|registry| {
+            generate_with(
+                &registry,
+                &dir,
+                args.check,
+                args.version.as_deref(),
+                args.drop_all_channels,
+            )
+        });
     match outcome {
         Ok(Outcome::UpToDate) => {
             println!("pgpubsub migrations in {} are up to date", dir.display());

@@ -27,7 +27,7 @@ pub mod schema;
 pub mod trigger;
 
 pub use error::{Error, Result};
-pub use generator::{generate, GenArgs, Outcome};
+pub use generator::{generate, generate_with, GenArgs, Outcome};
 pub use migration::{Diff, State};
 
 /// Defines `main` for a `pgpubsub-gen` binary; the default migrations

@@ -83,6 +83,15 @@ impl State {
             .collect()
     }
 
+    /// The channels whose triggers this state installs (`channel/<name>` keys).
+    pub fn channel_keys(&self) -> Vec<String> {
+        self.objects
+            .iter()
+            .filter(|object| !object.is_schema())
+            .map(|object| object.key.clone())
+            .collect()
+    }
+
     /// SQL creating every object from nothing.
     pub fn create_all_sql(&self) -> String {
         State::default().diff(self).up

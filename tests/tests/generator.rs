@@ -6,7 +6,7 @@ use diesel::sql_types::Text;
 use diesel_migrations::{FileBasedMigrations, MigrationHarness};
 use pgpubsub::__private::{ChannelDef, ChannelSource, HandlerError, Invocation};
 use pgpubsub::{HandlerDef, HandlerKind, Ops, Registry};
-use pgpubsub_diesel::{generate, Outcome};
+use pgpubsub_diesel::{generate, generate_with, Outcome};
 use pgpubsub_tests::TestDb;
 use serde::Deserialize;
 
@@ -91,6 +91,50 @@ fn second_run_without_changes_writes_nothing() {
         generate(&registry, dir.path(), true, None).unwrap(),
         Outcome::UpToDate
     ));
+}
+
+#[test]
+fn a_generator_that_links_no_channel_refuses_to_drop_the_installed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::from_parts(
+        &[channel("media_channel", true)],
+        &[handler(
+            "media_channel",
+            "scan",
+            HandlerKind::Post,
+            Ops::SAVE,
+            None,
+        )],
+    )
+    .unwrap();
+    generate(&registry, dir.path(), false, Some("2000-01-01-000001")).unwrap();
+    let nothing_linked = Registry::from_parts(&[], &[]).unwrap();
+    for check in [false, true] {
+        let err = generate(
+            &nothing_linked,
+            dir.path(),
+            check,
+            Some("2000-01-01-000002"),
+        )
+        .expect_err("a registry without channels dropped the installed triggers");
+        let message = err.to_string();
+        assert!(message.contains("links no pgpubsub channel"), "{message}");
+        assert!(message.contains("channel/media_channel"), "{message}");
+        assert!(message.contains("--drop-all-channels"), "{message}");
+    }
+    assert_eq!(dirs(dir.path()).len(), 1, "a migration was written");
+    let dropped = generate_with(
+        &nothing_linked,
+        dir.path(),
+        false,
+        Some("2000-01-01-000002"),
+        true,
+    )
+    .unwrap();
+    let Outcome::Written { diff, .. } = dropped else {
+        panic!("no migration dropping the channels: {dropped:?}");
+    };
+    assert_eq!(diff.summary, vec!["- channel/media_channel".to_string()]);
 }
 
 #[test]

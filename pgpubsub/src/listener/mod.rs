@@ -234,6 +234,14 @@ impl Listener {
     }
 }
 
+/// The error of a binary in which no listener attribute is linked. The
+/// registry is filled at link time, so handlers declared in a library crate
+/// the binary never names are not in it.
+const NO_HANDLERS_LINKED: &str = "no channel has handlers in this binary. Declare one with \
+     `#[post_save_listener(MyChannel)]` (or another listener attribute) in this crate, or, when \
+     the handlers live in a library crate, link it from the binary with `use my_handlers as _;` \
+     in main.rs: the registry only holds what the binary links";
+
 fn select_channels(registry: &Registry, names: Option<&[String]>) -> Result<Vec<ChannelEntry>> {
     let entries: Vec<&ChannelEntry> = match names {
         Some(names) => {
@@ -252,9 +260,7 @@ fn select_channels(registry: &Registry, names: Option<&[String]>) -> Result<Vec<
             .collect(),
     };
     if entries.is_empty() {
-        return Err(Error::Config(
-            "no channel has handlers in this binary: declare one with a listener attribute".into(),
-        ));
+        return Err(Error::Config(NO_HANDLERS_LINKED.into()));
     }
     Ok(entries.into_iter().cloned().collect())
 }
@@ -341,5 +347,38 @@ impl Drop for ListenerHandle {
         let _ = self
             .threads
             .wait(&self.shared, self.shared.config.shutdown_timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_without_handlers_says_how_to_link_them() {
+        let registry = Registry::from_parts(&[], &[]).map_err(|err| err.to_string());
+        let Ok(registry) = registry else {
+            panic!("empty registry: {registry:?}");
+        };
+        let message = match select_channels(&registry, None) {
+            Ok(entries) => panic!("selected {} channels of an empty registry", entries.len()),
+            Err(err) => err.to_string(),
+        };
+        assert!(message.contains("no channel has handlers"), "{message}");
+        assert!(message.contains("use my_handlers as _;"), "{message}");
+        assert!(message.contains("post_save_listener"), "{message}");
+    }
+
+    #[test]
+    fn naming_an_unknown_channel_is_an_error() {
+        let registry = Registry::from_parts(&[], &[]).map_err(|err| err.to_string());
+        let Ok(registry) = registry else {
+            panic!("empty registry: {registry:?}");
+        };
+        let names = ["NoSuchChannel".to_string()];
+        let Err(err) = select_channels(&registry, Some(&names)) else {
+            panic!("an unknown channel was selected");
+        };
+        assert!(err.to_string().contains("NoSuchChannel"), "{err}");
     }
 }
