@@ -112,52 +112,84 @@ pub fn generate_with(
 /// Runs the generator with the process arguments; `manifest_dir` is the
 /// crate whose `migrations/` directory is the default.
 pub fn main_in(manifest_dir: &str) -> ExitCode {
-    let args = GenArgs::parse();
-    let dir = args
-        .migrations_dir
-        .clone()
-        .unwrap_or_else(|| Path::new(manifest_dir).join("migrations"));
-    let outcome = Registry::load()
-        .map_err(crate::Error::from)
-        .and_then(|registry| {
-            generate_with(
-                &registry,
-                &dir,
-                args.check,
-                args.version.as_deref(),
-                args.drop_all_channels,
-            )
-        });
-    match outcome {
-        Ok(Outcome::UpToDate) => {
-            println!("pgpubsub migrations in {} are up to date", dir.display());
-            ExitCode::SUCCESS
-        }
-        Ok(Outcome::Written { path, diff }) => {
-            println!("wrote {}", path.display());
-            for line in &diff.summary {
-                println!("  {line}");
+    GenArgs::parse().main_in(manifest_dir)
+}
+
+impl GenArgs {
+    /// Runs the generator with these arguments, printing what it did;
+    /// `manifest_dir` (`env!("CARGO_MANIFEST_DIR")`) is the crate whose
+    /// `migrations/` directory is the default.
+    ///
+    /// This is how an application's own binary offers generation as a
+    /// subcommand, next to `listen`, with no library crate and no second
+    /// binary:
+    ///
+    /// ```no_run
+    /// use clap::Parser;
+    ///
+    /// #[derive(clap::Parser)]
+    /// enum Command {
+    ///     /// Run the pgpubsub listener.
+    ///     Listen(pgpubsub::cli::ListenArgs),
+    ///     /// Write the Diesel migration with this binary's channels' triggers.
+    ///     Generate(pgpubsub_diesel::GenArgs),
+    /// }
+    ///
+    /// fn main() -> std::process::ExitCode {
+    ///     match Command::parse() {
+    ///         Command::Listen(args) => args.main(),
+    ///         Command::Generate(args) => args.main_in(env!("CARGO_MANIFEST_DIR")),
+    ///     }
+    /// }
+    /// ```
+    pub fn main_in(self, manifest_dir: &str) -> ExitCode {
+        let args = self;
+        let dir = args
+            .migrations_dir
+            .clone()
+            .unwrap_or_else(|| Path::new(manifest_dir).join("migrations"));
+        let outcome = Registry::load()
+            .map_err(crate::Error::from)
+            .and_then(|registry| {
+                generate_with(
+                    &registry,
+                    &dir,
+                    args.check,
+                    args.version.as_deref(),
+                    args.drop_all_channels,
+                )
+            });
+        match outcome {
+            Ok(Outcome::UpToDate) => {
+                println!("pgpubsub migrations in {} are up to date", dir.display());
+                ExitCode::SUCCESS
             }
-            ExitCode::SUCCESS
-        }
-        Ok(Outcome::Behind { diff }) => {
-            eprintln!(
-                "pgpubsub migrations in {} are behind the code; run `cargo run --bin pgpubsub-gen`. Changes:",
-                dir.display()
-            );
-            for line in &diff.summary {
-                eprintln!("  {line}");
+            Ok(Outcome::Written { path, diff }) => {
+                println!("wrote {}", path.display());
+                for line in &diff.summary {
+                    println!("  {line}");
+                }
+                ExitCode::SUCCESS
             }
-            ExitCode::FAILURE
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
+            Ok(Outcome::Behind { diff }) => {
+                eprintln!(
+                    "pgpubsub migrations in {} are behind the code; run the generator without `--check` to write them. Changes:",
+                    dir.display()
+                );
+                for line in &diff.summary {
+                    eprintln!("  {line}");
+                }
+                ExitCode::FAILURE
             }
-            ExitCode::from(2)
+            Err(err) => {
+                eprintln!("error: {err}");
+                let mut source = std::error::Error::source(&err);
+                while let Some(cause) = source {
+                    eprintln!("  caused by: {cause}");
+                    source = cause.source();
+                }
+                ExitCode::from(2)
+            }
         }
     }
 }

@@ -331,6 +331,12 @@ impl Tls {
                 "sslmode verify-ca/verify-full needs a root certificate: set sslrootcert (or sslrootcert=system for the system's roots)".into(),
             ));
         }
+        if !verify_chain {
+            // Nothing is checked against them: do not read the system's
+            // certificate bundle (tens of milliseconds at the first
+            // connection of a process).
+            builder.disable_built_in_roots(true);
+        }
         builder
             .danger_accept_invalid_certs(!verify_chain)
             .danger_accept_invalid_hostnames(*mode != TlsMode::VerifyFull);

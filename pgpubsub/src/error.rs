@@ -75,10 +75,10 @@ pub enum Error {
     #[error("the listener did not stop within {0:?}: in-flight transactions were abandoned (they roll back; nothing is lost)")]
     ShutdownTimeout(std::time::Duration),
     /// pgpubsub's tables are not in the database.
-    #[error("pgpubsub's tables are missing in this database: write the migrations with `cargo run --bin pgpubsub-gen` and apply them (`diesel migration run` or `embed_migrations!`)")]
+    #[error("pgpubsub's tables are missing in this database: write the migrations with the generator (`cargo run -- generate`, or `cargo run --bin pgpubsub-gen`) and apply them (`diesel migration run` or `embed_migrations!`)")]
     SchemaMissing,
     /// pgpubsub's schema in the database lacks a step this version needs.
-    #[error("pgpubsub's schema in this database is older than this pgpubsub version (it lacks {step}): write the migration with `cargo run --bin pgpubsub-gen` and apply it")]
+    #[error("pgpubsub's schema in this database is older than this pgpubsub version (it lacks {step}): write the migration with the generator (`cargo run -- generate`, or `cargo run --bin pgpubsub-gen`) and apply it")]
     SchemaOutdated {
         /// The first missing step (`schema/0002`).
         step: String,

@@ -1,5 +1,5 @@
 //! The media application's binary: `listen` runs the pgpubsub listener,
-//! `demo` shows the whole round trip on a database of its own.
+//! `generate` writes its trigger migration, `demo` shows the whole round trip on a database of its own.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -29,6 +29,9 @@ const DEFAULT_DEMO_URL: &str = "postgres://postgres@127.0.0.1:5432/pgpubsub_medi
 enum Command {
     /// Run the pgpubsub listener: scan media as rows change.
     Listen(pgpubsub::cli::ListenArgs),
+    /// Write the Diesel migration with this binary's pgpubsub triggers into
+    /// `migrations/` (`--check`: only say whether it is behind the code).
+    Generate(pgpubsub_diesel::GenArgs),
     /// Create the database if missing, migrate it, insert and update a media
     /// row, and watch the listener scan it twice.
     Demo(DemoArgs),
@@ -47,6 +50,7 @@ struct DemoArgs {
 fn main() -> ExitCode {
     match Command::parse() {
         Command::Listen(args) => args.main(),
+        Command::Generate(args) => args.main_in(env!("CARGO_MANIFEST_DIR")),
         Command::Demo(args) => match demo(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -340,6 +340,76 @@ fn generator_writes_one_migration_and_check_reports_what_is_missing() {
     assert!(check.status.success(), "{check}");
 }
 
+/// Generation as a subcommand of the application's own binary (no library
+/// crate, no second binary) checks and writes exactly what `pgpubsub-gen`
+/// does.
+#[test]
+fn generate_subcommand_of_the_app_binary_writes_what_pgpubsub_gen_writes() {
+    let app = env!("CARGO_BIN_EXE_media-example");
+    let committed = run(app, &["generate", "--check"]);
+    assert!(committed.status.success(), "{committed}");
+    assert!(committed.stdout.contains("up to date"), "{committed}");
+
+    let by_app = tempfile::tempdir().unwrap();
+    let by_gen = tempfile::tempdir().unwrap();
+    let version = ["--version", "2026-01-01-000000"];
+    let behind = run(
+        app,
+        &[
+            "generate",
+            "--check",
+            "--migrations-dir",
+            by_app.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(behind.status.code(), Some(1), "{behind}");
+    assert!(
+        behind.stderr.contains("+ channel/media_channel"),
+        "{behind}"
+    );
+    let written = run(
+        app,
+        &[
+            &[
+                "generate",
+                "--migrations-dir",
+                by_app.path().to_str().unwrap(),
+            ][..],
+            &version[..],
+        ]
+        .concat(),
+    );
+    assert!(written.status.success(), "{written}");
+    let reference = run(
+        env!("CARGO_BIN_EXE_pgpubsub-gen"),
+        &[
+            &["--migrations-dir", by_gen.path().to_str().unwrap()][..],
+            &version[..],
+        ]
+        .concat(),
+    );
+    assert!(reference.status.success(), "{reference}");
+    for file in ["up.sql", "down.sql"] {
+        let path = |dir: &std::path::Path| dir.join("2026-01-01-000000_pgpubsub").join(file);
+        let ours = std::fs::read_to_string(path(by_app.path())).unwrap();
+        let theirs = std::fs::read_to_string(path(by_gen.path())).unwrap();
+        assert!(ours.contains("media_channel"), "{file}: {ours}");
+        assert_eq!(
+            ours, theirs,
+            "{file} differs between `generate` and pgpubsub-gen"
+        );
+    }
+    let again = run(
+        app,
+        &[
+            "generate",
+            "--migrations-dir",
+            by_app.path().to_str().unwrap(),
+        ],
+    );
+    assert!(again.stdout.contains("up to date"), "{again}");
+}
+
 #[test]
 fn listen_with_an_unknown_channel_fails_naming_it_and_the_known_ones() {
     let db = DemoDb::new();
