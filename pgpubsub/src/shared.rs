@@ -52,6 +52,14 @@ pub struct Stats {
     pub careful_claims: AtomicU64,
     /// Batches committed early because their handlers ran past `batch_time`.
     pub batches_cut: AtomicU64,
+    /// Leases that found notifications, taken in a transaction of their
+    /// own (the first batch of a sweep).
+    pub leases_alone: AtomicU64,
+    /// Leases that found notifications, taken in the transaction that
+    /// settled the batch before (while a backlog lasts).
+    pub leases_chained: AtomicU64,
+    /// Leases, alone or chained, that found nothing to lease.
+    pub leases_empty: AtomicU64,
 }
 
 /// How many handled broadcast ids a listener remembers to refuse replays.
@@ -101,6 +109,9 @@ pub(crate) struct Shared {
     pub(crate) listening_cond: Condvar,
     pub(crate) seen_broadcasts: Mutex<Seen>,
     pub(crate) stats: Stats,
+    /// Connections opened during start-up (the start-up checks' own among
+    /// them), for the first workers: they need not connect again.
+    warm: Mutex<Vec<diesel::PgConnection>>,
 }
 
 impl Shared {
@@ -111,6 +122,7 @@ impl Shared {
         served: Vec<ChannelEntry>,
         start: (String, Option<String>),
         registration: Option<i64>,
+        warm: Vec<diesel::PgConnection>,
     ) -> Self {
         let (start_snapshot, skip_committed_before) = start;
         let lockable = served
@@ -134,7 +146,16 @@ impl Shared {
             listening_cond: Condvar::new(),
             seen_broadcasts: Mutex::new(Seen::default()),
             stats: Stats::default(),
+            warm: Mutex::new(warm),
         }
+    }
+
+    /// A connection opened during start-up, if one is left.
+    pub(crate) fn take_warm(&self) -> Option<diesel::PgConnection> {
+        self.warm
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop()
     }
 
     pub(crate) fn entry(&self, channel: &str) -> Option<&ChannelEntry> {

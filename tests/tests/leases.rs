@@ -1213,3 +1213,71 @@ fn notifications_waiting_behind_a_cut_batch_are_not_taken_by_another_worker() {
         40
     );
 }
+
+// ---------------------------------------------------------------------------
+// A backlog drains in one chain of leases, even past a short one.
+
+#[pgpubsub::channel(lock_notifications)]
+#[derive(Serialize, Deserialize)]
+struct Chained {
+    key: i64,
+}
+
+#[pgpubsub::listener(Chained)]
+fn chained(msg: Chained, conn: &mut PgConnection) -> anyhow::Result<()> {
+    record(conn, "chained", msg.key)?;
+    Ok(())
+}
+
+/// A notification whose last attempt was interrupted is leased alone, so
+/// the lease before it stops short of the batch size. The chain goes on
+/// past such short leases: the whole backlog drains with one lease taken
+/// in a transaction of its own, each next one taken in the transaction
+/// that settles the batch before.
+#[test]
+fn a_backlog_drains_in_one_chain_of_leases_past_short_ones() {
+    let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    let messages: Vec<Chained> = (1..=300).map(|key| Chained { key }).collect();
+    assert_eq!(pgpubsub::notify_all(&mut conn, &messages).unwrap(), 300);
+    // Rows 50 and 120 as after an interrupted attempt: each is leased
+    // alone, and the leases before them are short (49 and 69 rows).
+    diesel::sql_query(
+        "UPDATE pgpubsub_notification SET attempts = 1, interrupted_at = now(), failed_at = now() \
+         WHERE id IN (SELECT id FROM pgpubsub_notification ORDER BY id OFFSET 49 LIMIT 1) \
+            OR id IN (SELECT id FROM pgpubsub_notification ORDER BY id OFFSET 119 LIMIT 1)",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    let handle = spawn_listening(
+        pgpubsub::Listener::new(db.url())
+            .channels(["chained"])
+            .workers(1)
+            .batch_size(100)
+            .poll_interval(Duration::from_secs(30)),
+    );
+    assert!(
+        wait_until(WAIT, || count(
+            &mut conn,
+            "SELECT count(*) AS n FROM handled WHERE channel = 'chained'"
+        ) >= 300),
+        "handled {} of 300",
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM handled WHERE channel = 'chained'"
+        )
+    );
+    let stats = handle.stats();
+    let alone = stats.leases_alone.load(Ordering::SeqCst);
+    let chained = stats.leases_chained.load(Ordering::SeqCst);
+    handle.shutdown().unwrap();
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(DISTINCT key) AS n FROM handled WHERE channel = 'chained'"
+        ),
+        300
+    );
+    // 49 rows, then chained: 1, 69, 1, 100 and 80.
+    assert_eq!((alone, chained), (1, 5), "(leases taken alone, chained)");
+}

@@ -159,6 +159,12 @@ impl Listener {
     /// Starts the listener in background threads. Fails at once when the
     /// configuration, the channel selection, the database or the role's
     /// privileges are wrong.
+    ///
+    /// The workers start claiming as soon as those checks pass, while the
+    /// `LISTEN` session is still connecting. If that session cannot be
+    /// established, the workers are stopped and the error is returned; the
+    /// notifications they settled meanwhile stay settled (nothing is lost
+    /// or run twice).
     pub fn spawn(self) -> Result<ListenerHandle> {
         self.config.validate()?;
         let database = ConnInfo::parse(&self.config.database_url)?;
@@ -168,55 +174,74 @@ impl Listener {
         };
         let registry = Registry::load()?;
         let served = select_channels(&registry, self.config.channels.as_deref())?;
-        // The `LISTEN` session connects (TLS set-up included) while the
-        // start-up checks run.
-        let (started, listen_session) = std::thread::scope(|scope| {
-            let connecting = std::thread::Builder::new()
-                .name("pgpubsub-connect".into())
-                .spawn_scoped(scope, || connection::listen(&listen));
-            let started = startup::check(&self.config, &database, &served);
-            let session = match connecting {
-                Ok(connecting) => connecting.join().unwrap_or_else(|_| {
-                    Err(Error::Config(
-                        "the thread opening the listen session panicked".into(),
-                    ))
-                }),
-                // No thread to spare: connect here.
-                Err(_) => connection::listen(&listen),
-            };
-            (started, session)
-        });
-        let started = started?;
+        // The `LISTEN` session connects (TLS set-up included, tens of
+        // milliseconds at a process's first connection) while the start-up
+        // checks run, and the workers do not wait for it.
+        let listen_info = listen.clone();
+        let connecting = std::thread::Builder::new()
+            .name("pgpubsub-connect".into())
+            .spawn({
+                let listen = listen.clone();
+                move || connection::listen(&listen)
+            });
+        let listen_session = move || match connecting {
+            Ok(connecting) => connecting.join().unwrap_or_else(|_| {
+                Err(Error::Config(
+                    "the thread opening the listen session panicked".into(),
+                ))
+            }),
+            // No thread to spare: connect here.
+            Err(_) => connection::listen(&listen),
+        };
+        // So do the connections of the first workers but one (the checks'
+        // own connection is the last one's).
+        let preconnect = self
+            .config
+            .workers
+            .saturating_sub(1)
+            .min(PRECONNECT_AT_MOST);
+        let preconnecting: Vec<_> = (0..preconnect)
+            .filter_map(|_| {
+                let database = database.clone();
+                std::thread::Builder::new()
+                    .name("pgpubsub-connect".into())
+                    .spawn(move || connection::worker(&database))
+                    .ok()
+            })
+            .collect();
+        let checked = startup::check(&self.config, &database, &served);
+        // A connection that failed here is opened again by its worker,
+        // which reports the error.
+        let mut warm: Vec<diesel::PgConnection> = preconnecting
+            .into_iter()
+            .filter_map(|connecting| connecting.join().ok().and_then(Result::ok))
+            .collect();
+        let started = match checked {
+            Ok(started) => started,
+            Err(err) => {
+                drop(listen_session());
+                return Err(err);
+            }
+        };
+        warm.push(started.conn);
         let shared = Arc::new(Shared::new(
             self.config,
             database,
-            listen,
+            listen_info,
             served,
             (started.start_snapshot, started.skip_committed_before),
             started.registration,
+            warm,
         ));
-        let listen_client =
-            match listen_session.and_then(|session| notifier::subscribe(&shared, session)) {
-                Ok(client) => client,
-                Err(err) => {
-                    if let Some(registration) = shared.registration {
-                        startup::unregister(&shared.database, registration);
-                    }
-                    return Err(err);
-                }
-            };
         let threads = Arc::new(supervisor::Threads::default());
-        let notifier_thread = threads.spawn("pgpubsub-notifier", {
-            let shared = shared.clone();
-            move || notifier::run(&shared, listen_client)
-        });
-        if let Err(err) = notifier_thread {
+        // Stops what started and removes the registration.
+        let abandon = |shared: &Arc<Shared>, threads: &Arc<supervisor::Threads>| {
             shared.request_stop();
+            let _ = threads.wait(shared, shared.config.shutdown_timeout);
             if let Some(registration) = shared.registration {
                 startup::unregister(&shared.database, registration);
             }
-            return Err(err);
-        }
+        };
         let supervisor_thread = threads.spawn("pgpubsub-supervisor", {
             let shared = shared.clone();
             let threads = threads.clone();
@@ -227,12 +252,36 @@ impl Listener {
             }
         });
         if let Err(err) = supervisor_thread {
-            shared.request_stop();
+            drop(listen_session());
+            abandon(&shared, &threads);
+            return Err(err);
+        }
+        let listen_client =
+            match listen_session().and_then(|session| notifier::subscribe(&shared, session)) {
+                Ok(client) => client,
+                Err(err) => {
+                    abandon(&shared, &threads);
+                    return Err(err);
+                }
+            };
+        // The workers' first sweep may have run before `LISTEN` took effect:
+        // sweep again, so that no row committed in between waits for a poll.
+        shared.wake_workers();
+        let notifier_thread = threads.spawn("pgpubsub-notifier", {
+            let shared = shared.clone();
+            move || notifier::run(&shared, listen_client)
+        });
+        if let Err(err) = notifier_thread {
+            abandon(&shared, &threads);
             return Err(err);
         }
         Ok(ListenerHandle { shared, threads })
     }
 }
+
+/// Worker connections opened while the start-up checks run, at most (the
+/// rest connect when their workers start).
+const PRECONNECT_AT_MOST: usize = 8;
 
 /// The error of a binary in which no listener attribute is linked. The
 /// registry is filled at link time, so handlers declared in a library crate

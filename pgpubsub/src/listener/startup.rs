@@ -18,6 +18,8 @@ pub(crate) struct Started {
     pub(crate) start_snapshot: String,
     pub(crate) skip_committed_before: Option<String>,
     pub(crate) registration: Option<i64>,
+    /// The connection the checks ran on, for a worker.
+    pub(crate) conn: PgConnection,
 }
 
 /// How recent a listener's heartbeat must be for it to count as running.
@@ -43,6 +45,7 @@ pub(crate) fn check(
         start_snapshot,
         skip_committed_before,
         registration: Some(registration),
+        conn,
     })
 }
 

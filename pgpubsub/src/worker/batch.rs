@@ -124,11 +124,21 @@ pub(super) fn claim(
         .bind::<Integer, _>(max_attempts)
         .load(conn)
         .map_err(Error::query("leasing notifications"))?;
+    let counter = if leased.is_empty() {
+        &shared.stats.leases_empty
+    } else {
+        &shared.stats.leases_alone
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let mut done = Done::empty(cursor);
     let mut next = Some(leased);
     while let Some(leased) = next.take() {
-        let full = i64::try_from(leased.len()).unwrap_or(i64::MAX) >= limit;
+        // A lease short of the limit is not always the end of the backlog:
+        // rows another worker leased at the same moment are dropped from it.
+        // So any lease that found live rows chains the next one; the chain
+        // ends with a lease that finds nothing.
+        let found = leased.iter().any(|row| !row.dead);
         done.leased += leased.len();
         done.last_id = leased
             .iter()
@@ -155,10 +165,10 @@ pub(super) fn claim(
                 release(conn, &pending)?;
                 break;
             }
-            // A full batch leases the next one in the transaction that
+            // A batch leases the next one in the transaction that
             // settles it (one commit per batch while a backlog lasts), for
             // up to `batch_time`, and not while broadcasts wait.
-            let chain = (full
+            let chain = (found
                 && started.elapsed() < shared.config.batch_time
                 && shared.wake_state().broadcasts.is_empty())
             .then_some(Chain {
@@ -466,6 +476,12 @@ fn run_leased(
                     .bind::<Integer, _>(chain.terms.max_attempts)
                     .load(conn)
                     .map_err(Error::query("completing notifications and leasing the next"))?;
+                let counter = if next.is_empty() {
+                    &shared.stats.leases_empty
+                } else {
+                    &shared.stats.leases_chained
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 part.next = (!next.is_empty()).then_some(next);
             }
             // Settled: its lease ends with this transaction.

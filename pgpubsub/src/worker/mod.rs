@@ -18,7 +18,10 @@ use crate::shared::Shared;
 /// connection fails (the supervisor restarts the worker). Sets `healthy`
 /// after its first successful claim.
 pub(crate) fn run(shared: &Shared, index: usize, healthy: &AtomicBool) -> Result<()> {
-    let mut conn = connection::worker(&shared.database)?;
+    let mut conn = match shared.take_warm() {
+        Some(conn) => conn,
+        None => connection::worker(&shared.database)?,
+    };
     tracing::debug!(worker = index, "worker started");
     let mut last_purge: Option<Instant> = None;
     let mut plans = Plans::default();

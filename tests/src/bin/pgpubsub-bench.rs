@@ -187,6 +187,12 @@ fn drain(db: &TestDb, args: &Args, table: &str, channel: &str, n: u64) -> f64 {
         peak = peak.max(rss_kib().0);
     }
     let elapsed = start.elapsed();
+    let stats = handle.stats();
+    let leases = (
+        stats.leases_alone.load(Ordering::Relaxed),
+        stats.leases_chained.load(Ordering::Relaxed),
+        stats.leases_empty.load(Ordering::Relaxed),
+    );
     if let Err(err) = handle.shutdown() {
         panic!("listener failed: {err}");
     }
@@ -196,6 +202,10 @@ fn drain(db: &TestDb, args: &Args, table: &str, channel: &str, n: u64) -> f64 {
             peak / 1024
         );
     }
+    println!(
+        "    {table}: {n} rows, leases taken alone {} / chained {} / found nothing {} (batch {})",
+        leases.0, leases.1, leases.2, args.batch
+    );
     n as f64 / elapsed.as_secs_f64()
 }
 
