@@ -88,6 +88,8 @@ mod notify;
 mod registry;
 mod retry;
 mod shared;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod worker;
 
 #[doc(hidden)]
