@@ -143,8 +143,7 @@ impl GenArgs {
     /// }
     /// ```
     pub fn main_in(self, manifest_dir: &str) -> ExitCode {
-        let args = self;
-        let dir = args
+        let dir = self
             .migrations_dir
             .clone()
             .unwrap_or_else(|| Path::new(manifest_dir).join("migrations"));
@@ -154,9 +153,9 @@ impl GenArgs {
                 generate_with(
                     &registry,
                     &dir,
-                    args.check,
-                    args.version.as_deref(),
-                    args.drop_all_channels,
+                    self.check,
+                    self.version.as_deref(),
+                    self.drop_all_channels,
                 )
             });
         match outcome {

@@ -1217,18 +1217,6 @@ fn notifications_waiting_behind_a_cut_batch_are_not_taken_by_another_worker() {
 // ---------------------------------------------------------------------------
 // A backlog drains in one chain of leases, even past a short one.
 
-#[pgpubsub::channel(lock_notifications)]
-#[derive(Serialize, Deserialize)]
-struct Chained {
-    key: i64,
-}
-
-#[pgpubsub::listener(Chained)]
-fn chained(msg: Chained, conn: &mut PgConnection) -> anyhow::Result<()> {
-    record(conn, "chained", msg.key)?;
-    Ok(())
-}
-
 /// A notification whose last attempt was interrupted is leased alone, so
 /// the lease before it stops short of the batch size. The chain goes on
 /// past such short leases: the whole backlog drains with one lease taken
@@ -1238,7 +1226,7 @@ fn chained(msg: Chained, conn: &mut PgConnection) -> anyhow::Result<()> {
 fn a_backlog_drains_in_one_chain_of_leases_past_short_ones() {
     let db = TestDb::new(SCHEMA);
     let mut conn = db.conn();
-    let messages: Vec<Chained> = (1..=300).map(|key| Chained { key }).collect();
+    let messages: Vec<Bystander> = (1..=300).map(|key| Bystander { key }).collect();
     assert_eq!(pgpubsub::notify_all(&mut conn, &messages).unwrap(), 300);
     // Rows 50 and 120 as after an interrupted attempt: each is leased
     // alone, and the leases before them are short (49 and 69 rows).
@@ -1251,7 +1239,7 @@ fn a_backlog_drains_in_one_chain_of_leases_past_short_ones() {
     .unwrap();
     let handle = spawn_listening(
         pgpubsub::Listener::new(db.url())
-            .channels(["chained"])
+            .channels(["bystander"])
             .workers(1)
             .batch_size(100)
             .poll_interval(Duration::from_secs(30)),
@@ -1259,12 +1247,12 @@ fn a_backlog_drains_in_one_chain_of_leases_past_short_ones() {
     assert!(
         wait_until(WAIT, || count(
             &mut conn,
-            "SELECT count(*) AS n FROM handled WHERE channel = 'chained'"
+            "SELECT count(*) AS n FROM handled WHERE channel = 'bystander'"
         ) >= 300),
         "handled {} of 300",
         count(
             &mut conn,
-            "SELECT count(*) AS n FROM handled WHERE channel = 'chained'"
+            "SELECT count(*) AS n FROM handled WHERE channel = 'bystander'"
         )
     );
     let stats = handle.stats();
@@ -1274,7 +1262,7 @@ fn a_backlog_drains_in_one_chain_of_leases_past_short_ones() {
     assert_eq!(
         count(
             &mut conn,
-            "SELECT count(DISTINCT key) AS n FROM handled WHERE channel = 'chained'"
+            "SELECT count(DISTINCT key) AS n FROM handled WHERE channel = 'bystander'"
         ),
         300
     );

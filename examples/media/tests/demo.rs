@@ -352,16 +352,10 @@ fn generate_subcommand_of_the_app_binary_writes_what_pgpubsub_gen_writes() {
 
     let by_app = tempfile::tempdir().unwrap();
     let by_gen = tempfile::tempdir().unwrap();
-    let version = ["--version", "2026-01-01-000000"];
-    let behind = run(
-        app,
-        &[
-            "generate",
-            "--check",
-            "--migrations-dir",
-            by_app.path().to_str().unwrap(),
-        ],
-    );
+    let app_dir = by_app.path().to_str().unwrap();
+    let gen_dir = by_gen.path().to_str().unwrap();
+    let version = "2026-01-01-000000";
+    let behind = run(app, &["generate", "--check", "--migrations-dir", app_dir]);
     assert_eq!(behind.status.code(), Some(1), "{behind}");
     assert!(
         behind.stderr.contains("+ channel/media_channel"),
@@ -370,27 +364,21 @@ fn generate_subcommand_of_the_app_binary_writes_what_pgpubsub_gen_writes() {
     let written = run(
         app,
         &[
-            &[
-                "generate",
-                "--migrations-dir",
-                by_app.path().to_str().unwrap(),
-            ][..],
-            &version[..],
-        ]
-        .concat(),
+            "generate",
+            "--migrations-dir",
+            app_dir,
+            "--version",
+            version,
+        ],
     );
     assert!(written.status.success(), "{written}");
     let reference = run(
         env!("CARGO_BIN_EXE_pgpubsub-gen"),
-        &[
-            &["--migrations-dir", by_gen.path().to_str().unwrap()][..],
-            &version[..],
-        ]
-        .concat(),
+        &["--migrations-dir", gen_dir, "--version", version],
     );
     assert!(reference.status.success(), "{reference}");
     for file in ["up.sql", "down.sql"] {
-        let path = |dir: &std::path::Path| dir.join("2026-01-01-000000_pgpubsub").join(file);
+        let path = |dir: &std::path::Path| dir.join(format!("{version}_pgpubsub")).join(file);
         let ours = std::fs::read_to_string(path(by_app.path())).unwrap();
         let theirs = std::fs::read_to_string(path(by_gen.path())).unwrap();
         assert!(ours.contains("media_channel"), "{file}: {ours}");
@@ -399,14 +387,7 @@ fn generate_subcommand_of_the_app_binary_writes_what_pgpubsub_gen_writes() {
             "{file} differs between `generate` and pgpubsub-gen"
         );
     }
-    let again = run(
-        app,
-        &[
-            "generate",
-            "--migrations-dir",
-            by_app.path().to_str().unwrap(),
-        ],
-    );
+    let again = run(app, &["generate", "--migrations-dir", app_dir]);
     assert!(again.stdout.contains("up to date"), "{again}");
 }
 
