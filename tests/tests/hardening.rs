@@ -36,8 +36,7 @@ GRANT SELECT, UPDATE, DELETE ON pgpubsub_notification TO app_listener;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgpubsub_listener TO app_listener;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgpubsub_notification_leases TO app_listener;
 GRANT EXECUTE ON FUNCTION
-    pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer),
-    pgpubsub_notification_lease_next(bigint[], bigint, text, text, bigint, bigint, double precision, integer),
+    pgpubsub_notification_lease_batch(bigint[], bigint, boolean, text, text, bigint, bigint, double precision, integer),
     pgpubsub_row_check(anyelement, jsonb)
     TO app_listener;
 ";
@@ -1030,13 +1029,8 @@ fn every_documented_listener_grant_is_checked_at_start() {
         ("DELETE", "TABLE pgpubsub_notification_leases", "table pgpubsub_notification_leases"),
         (
             "EXECUTE",
-            "FUNCTION pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer)",
-            "function pgpubsub_notification_lease_take",
-        ),
-        (
-            "EXECUTE",
-            "FUNCTION pgpubsub_notification_lease_next(bigint[], bigint, text, text, bigint, bigint, double precision, integer)",
-            "function pgpubsub_notification_lease_next",
+            "FUNCTION pgpubsub_notification_lease_batch(bigint[], bigint, boolean, text, text, bigint, bigint, double precision, integer)",
+            "function pgpubsub_notification_lease_batch",
         ),
         (
             "EXECUTE",

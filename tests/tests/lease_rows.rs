@@ -1,4 +1,5 @@
-//! The lease protocol of schema step 0004, driven in SQL against the real
+//! The lease protocol (schema steps 0004 and 0005: the runtime calls step
+//! 0005's `pgpubsub_notification_lease_batch`), driven in SQL against the real
 //! server: one lease row per batch, never two leases of one notification,
 //! reaping of leases whose session died, and chained leases that commit
 //! (or roll back) with the handlers' transaction.
@@ -25,15 +26,89 @@ struct Leased {
     dead: bool,
 }
 
+#[derive(QueryableByName, Debug)]
+struct Lease {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lease: Option<i64>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    ids: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    dead: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<Integer>>)]
+    dead_attempts: Option<Vec<i32>>,
+}
+
+#[derive(QueryableByName)]
+struct Attempt {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Integer)]
+    attempt: i32,
+}
+
+/// A lease's one row as one row per notification, with the attempt about
+/// to run (read after the lease, in the same transaction).
+fn expand(conn: &mut PgConnection, lease: Lease) -> QueryResult<Vec<Leased>> {
+    let ids = lease.ids.unwrap_or_default();
+    let attempts: Vec<Attempt> = diesel::sql_query(
+        "SELECT id, attempts + 1 AS attempt FROM pgpubsub_notification WHERE id = ANY($1) ORDER BY id",
+    )
+    .bind::<Array<BigInt>, _>(&ids)
+    .load(conn)?;
+    let mut rows: Vec<Leased> = attempts
+        .into_iter()
+        .map(|row| Leased {
+            lease: lease.lease,
+            id: row.id,
+            attempt: row.attempt,
+            dead: false,
+        })
+        .collect();
+    assert_eq!(rows.len(), ids.len(), "every leased id exists");
+    let dead = lease.dead.unwrap_or_default();
+    let dead_attempts = lease.dead_attempts.unwrap_or_default();
+    assert_eq!(dead.len(), dead_attempts.len());
+    rows.extend(
+        dead.into_iter()
+            .zip(dead_attempts)
+            .map(|(id, attempt)| Leased {
+                lease: None,
+                id,
+                attempt,
+                dead: true,
+            }),
+    );
+    Ok(rows)
+}
+
+/// `pgpubsub_notification_lease_batch` with `$1` done ids, `$2` their lease
+/// and `$3` the cursor, for channel `jobs`, 5 at a time.
+const NEXT_SQL: &str =
+    "SELECT lease, ids, dead, dead_attempts FROM pgpubsub_notification_lease_batch(\
+                        $1, $2, false, 'jobs', NULL, 5, $3, 30, 25)";
+
+fn next(conn: &mut PgConnection, ids: &[i64], lease: i64, cursor: i64) -> QueryResult<Vec<Leased>> {
+    let mut rows: Vec<Lease> = diesel::sql_query(NEXT_SQL)
+        .bind::<Array<BigInt>, _>(ids)
+        .bind::<BigInt, _>(lease)
+        .bind::<BigInt, _>(cursor)
+        .load(conn)?;
+    assert_eq!(rows.len(), 1, "a lease returns one row");
+    expand(conn, rows.remove(0))
+}
+
 fn take(conn: &mut PgConnection, limit: i64, lease_secs: f64, max_attempts: i32) -> Vec<Leased> {
-    diesel::sql_query(
-        "SELECT lease, id, attempt, dead FROM pgpubsub_notification_lease_take('jobs', NULL, $1, 0, $2, $3)",
+    let mut rows: Vec<Lease> = diesel::sql_query(
+        "SELECT lease, ids, dead, dead_attempts \
+         FROM pgpubsub_notification_lease_batch(NULL, NULL, true, 'jobs', NULL, $1, 0, $2, $3)",
     )
     .bind::<BigInt, _>(limit)
     .bind::<diesel::sql_types::Double, _>(lease_secs)
     .bind::<Integer, _>(max_attempts)
     .load(conn)
-    .unwrap()
+    .unwrap();
+    assert_eq!(rows.len(), 1, "a lease returns one row");
+    expand(conn, rows.remove(0)).unwrap()
 }
 
 fn store(conn: &mut PgConnection, n: i64) {
@@ -203,17 +278,11 @@ fn a_chained_lease_commits_with_the_handlers_transaction_and_rolls_back_with_it(
     let first = take(&mut conn, 5, 30.0, 25);
     let lease = first[0].lease.unwrap();
     let ids: Vec<i64> = first.iter().map(|row| row.id).collect();
-    let next_sql = "SELECT lease, id, attempt, dead FROM pgpubsub_notification_lease_next(\
-                    $1, $2, 'jobs', NULL, 5, $3, 30, 25)";
     let cursor = *ids.last().unwrap();
     // Rolled back: the first lease and its notifications are as they were,
     // and no second lease exists.
     let rolled = conn.transaction(|conn| {
-        let next: Vec<Leased> = diesel::sql_query(next_sql)
-            .bind::<Array<BigInt>, _>(&ids)
-            .bind::<BigInt, _>(lease)
-            .bind::<BigInt, _>(cursor)
-            .load(conn)?;
+        let next = next(conn, &ids, lease, cursor)?;
         assert_eq!(next.len(), 5);
         QueryResult::<()>::Err(diesel::result::Error::RollbackTransaction)
     });
@@ -237,14 +306,8 @@ fn a_chained_lease_commits_with_the_handlers_transaction_and_rolls_back_with_it(
         1
     );
     // Committed: the first batch and its lease are gone, the next is leased.
-    let next: Vec<Leased> = conn
-        .transaction(|conn| {
-            diesel::sql_query(next_sql)
-                .bind::<Array<BigInt>, _>(&ids)
-                .bind::<BigInt, _>(lease)
-                .bind::<BigInt, _>(cursor)
-                .load(conn)
-        })
+    let next = conn
+        .transaction(|conn| next(conn, &ids, lease, cursor))
         .unwrap();
     assert_eq!(next.len(), 5);
     assert!(next

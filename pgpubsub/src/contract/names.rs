@@ -32,12 +32,16 @@ pub const NOTIFICATION_LEASED_FN: &str = "pgpubsub_notification_leased";
 pub const NOTIFICATION_LEASES_TABLE: &str = "pgpubsub_notification_leases";
 /// Its index by channel (step 0004).
 pub const NOTIFICATION_LEASES_CHANNEL_INDEX: &str = "pgpubsub_notification_leases_channel_idx";
-/// Leases a batch of stored notifications: reaps the channel's leases that
-/// ran out, reserves the batch in one lease row (step 0004).
+/// Leased a batch of stored notifications in one lease row (step 0004;
+/// unused since step 0005).
 pub const NOTIFICATION_LEASE_TAKE_FN: &str = "pgpubsub_notification_lease_take";
-/// Ends a settled lease and takes the next, in the transaction that ran its
-/// handlers (step 0004).
+/// Ended a settled lease and took the next (step 0004; unused since step
+/// 0005).
 pub const NOTIFICATION_LEASE_NEXT_FN: &str = "pgpubsub_notification_lease_next";
+/// Ends a settled lease (when given one), reaps the channel's leases that
+/// ran out (when asked), and leases the next batch in one lease row,
+/// returned as one row of arrays (step 0005).
+pub const NOTIFICATION_LEASE_BATCH_FN: &str = "pgpubsub_notification_lease_batch";
 /// Running listeners and their heartbeats.
 pub const LISTENER_TABLE: &str = "pgpubsub_listener";
 /// Names the columns of a payload row the table's types reject.

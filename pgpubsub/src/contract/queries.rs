@@ -44,57 +44,60 @@ pub(crate) fn claim_fields(row: &str, trigger: bool, conditions: bool) -> String
 /// seconds; `$6` is the channel's attempt limit (a notification out of
 /// attempts is made dead instead). `$2`, when not NULL, is the snapshot
 /// taken when a listener without recovery started: rows committed before
-/// it are left alone. Returns `(lease, id, attempt, dead)`: one lease row
-/// reserves the batch; `attempt` is the one about to run (a dead
-/// notification has no lease and its attempts so far).
+/// it are left alone. First, leases of the channel that ran out unheld are
+/// reaped. Returns one row: `lease` and its `ids` (ascending; NULL when
+/// nothing was leased), and the ids made `dead` with their `dead_attempts`.
 ///
 /// The lease commits on its own, asynchronously (`synchronous_commit` off
 /// for this one implicit transaction): it costs no WAL flush, and a server
 /// crash can only lose a lease whose handlers had not committed either.
 pub(crate) static NOTIFICATION_LEASE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT l.lease, l.id, l.attempt, l.dead, set_config('synchronous_commit', 'off', true) AS async \
-         FROM {}($1, $2, $3, $4, $5, $6) AS l",
-        super::names::NOTIFICATION_LEASE_TAKE_FN
+        "SELECT l.lease, l.ids, l.dead, l.dead_attempts, set_config('synchronous_commit', 'off', true) AS async \
+         FROM {}(NULL, NULL, true, $1, $2, $3, $4, $5, $6) AS l",
+        super::names::NOTIFICATION_LEASE_BATCH_FN
     )
 });
 
 /// Removes handled notifications `$1` and their lease `$2`, then leases the
-/// next batch as [`NOTIFICATION_LEASE`] does with `$3`–`$8` (in the
-/// transaction that ran them: the next lease commits with their work, and
-/// synchronously, as that work does).
+/// next batch as [`NOTIFICATION_LEASE`] does with `$3`–`$8`, without
+/// reaping (the chain's first lease did), in the transaction that ran them:
+/// the next lease commits with their work, and synchronously, as that work
+/// does.
 pub(crate) static NOTIFICATION_LEASE_NEXT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT l.lease, l.id, l.attempt, l.dead FROM {}($1, $2, $3, $4, $5, $6, $7, $8) AS l",
-        super::names::NOTIFICATION_LEASE_NEXT_FN
+        "SELECT l.lease, l.ids, l.dead, l.dead_attempts \
+         FROM {}($1, $2, false, $3, $4, $5, $6, $7, $8) AS l",
+        super::names::NOTIFICATION_LEASE_BATCH_FN
     )
 });
 
 /// The notifications of a lease, for the transaction that runs their
-/// handlers, as a subquery: `LEASE_CLAIM[0]`, the ids still to run,
+/// handlers, as a subquery: `LEASE_CLAIM[0]`, the lease's ids (ascending),
 /// `LEASE_CLAIM[1]`, the ids again, … and the lease before the last piece
 /// (see [`LEASE_CLAIM_BINDS`]). It locks the lease row (an `InitPlan`, run
 /// once: a lease being reaped is waited for, and then yields nothing), and
-/// returns its notifications still there and not dead, ids ascending, with
-/// the claim's columns and `attempts` counting the attempt about to run.
-/// The ids (ascending) bound a range scan of the primary key; the
-/// membership tests are filters (`n.id + 0`), not one index probe per id.
-pub(crate) const LEASE_CLAIM: [&str; 6] = [
+/// returns the notifications the lease row names that are still there and
+/// not dead, ids ascending, with the claim's columns and `attempts`
+/// counting the attempt about to run. The first and last id bound a range
+/// scan of the primary key; membership in the lease is a hashed lookup
+/// (`IS TRUE` keeps the `IN` a filter rather than a join), not a search of
+/// the array per row.
+pub(crate) const LEASE_CLAIM: [&str; 5] = [
     "(SELECT n.id, n.channel, n.payload, n.created_at, n.db_version, n.attempts + 1 AS attempts \
      FROM pgpubsub_notification AS n \
      WHERE n.id BETWEEN (",
     "::bigint[])[1] AND (",
     "::bigint[])[cardinality(",
-    "::bigint[])] AND (n.id + 0) = ANY(",
-    ") AND n.dead_at IS NULL \
-       AND (n.id + 0) = ANY((SELECT l.ids FROM pgpubsub_notification_leases AS l WHERE l.id = ",
-    " FOR UPDATE)::bigint[]) \
+    "::bigint[])] AND n.dead_at IS NULL \
+       AND ((n.id + 0) IN (SELECT x.id FROM unnest((SELECT l.ids FROM pgpubsub_notification_leases AS l WHERE l.id = ",
+    " FOR UPDATE)) AS x(id))) IS TRUE \
      ORDER BY n.id)",
 ];
 
 /// What goes between the pieces of [`LEASE_CLAIM`]: `true` for the ids,
 /// `false` for the lease.
-pub(crate) const LEASE_CLAIM_BINDS: [bool; 5] = [true, true, true, true, false];
+pub(crate) const LEASE_CLAIM_BINDS: [bool; 4] = [true, true, true, false];
 
 /// [`LEASE_CLAIM`] with lease `$1` and ids `$2`, returning the claim fields
 /// (see [`claim_fields`]). Trigger channels whose handlers take rows claim
@@ -236,10 +239,8 @@ SELECT p.object AS name, p.privilege AS privilege FROM (VALUES \
     ('table pgpubsub_notification_leases', 'INSERT', has_table_privilege('pgpubsub_notification_leases', 'INSERT')), \
     ('table pgpubsub_notification_leases', 'UPDATE', has_table_privilege('pgpubsub_notification_leases', 'UPDATE')), \
     ('table pgpubsub_notification_leases', 'DELETE', has_table_privilege('pgpubsub_notification_leases', 'DELETE')), \
-    ('function pgpubsub_notification_lease_take', 'EXECUTE', \
-        has_function_privilege('pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer)', 'EXECUTE')), \
-    ('function pgpubsub_notification_lease_next', 'EXECUTE', \
-        has_function_privilege('pgpubsub_notification_lease_next(bigint[], bigint, text, text, bigint, bigint, double precision, integer)', 'EXECUTE')), \
+    ('function pgpubsub_notification_lease_batch', 'EXECUTE', \
+        has_function_privilege('pgpubsub_notification_lease_batch(bigint[], bigint, boolean, text, text, bigint, bigint, double precision, integer)', 'EXECUTE')), \
     ('function pgpubsub_row_check', 'EXECUTE', has_function_privilege('pgpubsub_row_check(anyelement, jsonb)', 'EXECUTE')) \
 ) AS p(object, privilege, granted) WHERE NOT p.granted";
 

@@ -48,6 +48,12 @@ pub const STEPS: &[SchemaStep] = &[
         down: include_str!("schema/0004_down.sql"),
         marker: "pgpubsub_notification_lease_take(text, text, bigint, bigint, double precision, integer)",
     },
+    SchemaStep {
+        key: "schema/0005",
+        up: include_str!("schema/0005_up.sql"),
+        down: include_str!("schema/0005_down.sql"),
+        marker: "pgpubsub_notification_lease_batch(bigint[], bigint, boolean, text, text, bigint, bigint, double precision, integer)",
+    },
 ];
 
 #[cfg(test)]
@@ -78,6 +84,11 @@ mod tests {
             "schema/0004",
             "f66d69f3f66fc34a928172410527a3c41b63ca2d05389e3041356c35d2f96c78",
             "b3934736cf7646235b1e7de13a797812d894942153edcf4cc160e7f22e4fb1ac",
+        ),
+        (
+            "schema/0005",
+            "4a8b4ebf5fc87f70de510b8732c04827e7b55d06106379752676de6f6753eb5f",
+            "8aed125ef8ed797f5cccb05a060be24fff3f6c96f7fe27d3959d1f482536413e",
         ),
     ];
 

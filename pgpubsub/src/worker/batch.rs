@@ -51,16 +51,39 @@ impl Done {
     }
 }
 
-#[derive(QueryableByName)]
-struct Leased {
+/// What a lease returns: one row, with the lease and its notifications'
+/// ids, and the ones made dead instead (out of attempts) with their
+/// attempts so far.
+#[derive(QueryableByName, Default)]
+struct Lease {
     #[diesel(sql_type = Nullable<BigInt>)]
     lease: Option<i64>,
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Integer)]
-    attempt: i32,
-    #[diesel(sql_type = Bool)]
-    dead: bool,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    ids: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    dead: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<Integer>>)]
+    dead_attempts: Option<Vec<i32>>,
+}
+
+impl Lease {
+    /// The one row a lease statement returns.
+    fn one(mut rows: Vec<Lease>) -> Lease {
+        rows.pop().unwrap_or_default()
+    }
+
+    fn live(&self) -> &[i64] {
+        self.ids.as_deref().unwrap_or_default()
+    }
+
+    fn dead(&self) -> &[i64] {
+        self.dead.as_deref().unwrap_or_default()
+    }
+
+    /// It found nothing: neither live nor dead notifications.
+    fn is_empty(&self) -> bool {
+        self.live().is_empty() && self.dead().is_empty()
+    }
 }
 
 /// A lease's notifications still to run, ids ascending.
@@ -115,7 +138,7 @@ pub(super) fn claim(
         limit,
         max_attempts,
     };
-    let leased: Vec<Leased> = diesel::sql_query(sql::NOTIFICATION_LEASE.as_str())
+    let leased = diesel::sql_query(sql::NOTIFICATION_LEASE.as_str())
         .bind::<Text, _>(channel)
         .bind::<Nullable<Text>, _>(shared.skip_committed_before.as_deref())
         .bind::<BigInt, _>(limit)
@@ -123,6 +146,7 @@ pub(super) fn claim(
         .bind::<Double, _>(shared.config.lease.as_secs_f64())
         .bind::<Integer, _>(max_attempts)
         .load(conn)
+        .map(Lease::one)
         .map_err(Error::query("leasing notifications"))?;
     let counter = if leased.is_empty() {
         &shared.stats.leases_empty
@@ -138,27 +162,29 @@ pub(super) fn claim(
         // rows another worker leased at the same moment are dropped from it.
         // So any lease that found live rows chains the next one; the chain
         // ends with a lease that finds nothing.
-        let found = leased.iter().any(|row| !row.dead);
-        done.leased += leased.len();
+        let found = !leased.live().is_empty();
+        done.leased += leased.live().len() + leased.dead().len();
         done.last_id = leased
+            .live()
             .iter()
-            .map(|row| row.id)
+            .chain(leased.dead())
+            .copied()
             .max()
             .unwrap_or(done.last_id);
+        let attempts = leased.dead_attempts.as_deref().unwrap_or_default();
+        for (at, id) in leased.dead().iter().enumerate() {
+            done.dead += 1;
+            tracing::error!(
+                channel,
+                id,
+                attempts = attempts.get(at).copied().unwrap_or_default(),
+                "notification is dead: out of attempts (its last attempt did not finish: the process or its session died); kept with its error, see `dead list`"
+            );
+        }
         let mut pending = Pending::default();
-        for row in &leased {
-            if row.dead {
-                done.dead += 1;
-                tracing::error!(
-                    channel,
-                    id = row.id,
-                    attempts = row.attempt,
-                    "notification is dead: out of attempts (its last attempt did not finish: the process or its session died); kept with its error, see `dead list`"
-                );
-            } else if let Some(lease) = row.lease {
-                pending.lease = lease;
-                pending.ids.push(row.id);
-            }
+        if let (Some(lease), Some(ids)) = (leased.lease, leased.ids) {
+            pending.lease = lease;
+            pending.ids = ids;
         }
         while !pending.is_empty() {
             if shared.stopping() {
@@ -309,7 +335,7 @@ struct Part {
     /// It stopped at `batch_time`.
     cut: bool,
     /// The next lease, committed with this transaction (see [`Chain`]).
-    next: Option<Vec<Leased>>,
+    next: Option<Lease>,
 }
 
 /// One claimed notification, ready for its handlers or failed already.
@@ -465,7 +491,7 @@ fn run_leased(
             // Settled: its lease ends, and the next begins, with this
             // transaction.
             (true, Some(chain)) => {
-                let next: Vec<Leased> = diesel::sql_query(sql::NOTIFICATION_LEASE_NEXT.as_str())
+                let next = diesel::sql_query(sql::NOTIFICATION_LEASE_NEXT.as_str())
                     .bind::<Array<BigInt>, _>(&part.completed)
                     .bind::<BigInt, _>(pending.lease)
                     .bind::<Text, _>(chain.terms.channel)
@@ -475,6 +501,7 @@ fn run_leased(
                     .bind::<Double, _>(shared.config.lease.as_secs_f64())
                     .bind::<Integer, _>(chain.terms.max_attempts)
                     .load(conn)
+                    .map(Lease::one)
                     .map_err(Error::query("completing notifications and leasing the next"))?;
                 let counter = if next.is_empty() {
                     &shared.stats.leases_empty

@@ -2,7 +2,7 @@
 //! measurements DESIGN.md asks for, against the plain-SQL floor, on a fresh
 //! database of the server in `DATABASE_URL` (default: the local server).
 //!
-//! `cargo run --release -p pgpubsub-tests --bin pgpubsub-bench -- [--sizes 10000,100000] [--seconds 5]`
+//! `cargo run --release -p pgpubsub-tests --bin pgpubsub-bench -- [--sizes 10000,100000] [--seconds 5] [--only 1,4]`
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -57,12 +57,23 @@ struct BenchMessage {
 }
 
 static HANDLED: AtomicU64 = AtomicU64::new(0);
+/// When the first event of a drain was handled.
+static FIRST: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Counts a handled event, noting when the first one was.
+fn handled() {
+    if HANDLED.fetch_add(1, Ordering::Relaxed) == 0 {
+        if let Ok(mut first) = FIRST.lock() {
+            *first = Some(Instant::now());
+        }
+    }
+}
 static LATENCY: Mutex<Option<mpsc::Sender<Instant>>> = Mutex::new(None);
 
 #[pgpubsub::post_insert_listener(NoopChannel)]
 fn noop(new: NoopRow) {
     std::hint::black_box((new.id, new.v));
-    HANDLED.fetch_add(1, Ordering::Relaxed);
+    handled();
 }
 
 #[pgpubsub::post_insert_listener(WriteChannel)]
@@ -71,7 +82,7 @@ fn write_one(new: WriteRow, conn: &mut PgConnection) -> QueryResult<()> {
         .bind::<BigInt, _>(new.id)
         .bind::<diesel::sql_types::Int4, _>(new.v)
         .execute(conn)?;
-    HANDLED.fetch_add(1, Ordering::Relaxed);
+    handled();
     Ok(())
 }
 
@@ -98,6 +109,14 @@ struct Args {
     seconds: u64,
     workers: usize,
     batch: i64,
+    /// The sections to run (1-based), all when empty.
+    only: Vec<u32>,
+}
+
+impl Args {
+    fn runs(&self, section: u32) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -106,6 +125,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 5,
         workers: 2,
         batch: 100,
+        only: Vec::new(),
     };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
@@ -123,11 +143,15 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => args.seconds = value.parse().map_err(bad)?,
             "--workers" => args.workers = value.parse().map_err(bad)?,
             "--batch" => args.batch = value.parse().map_err(bad)?,
-            other => {
-                return Err(format!(
-                    "unknown flag `{other}`; expected --sizes, --seconds, --workers, --batch"
-                ))
+            "--only" => {
+                args.only = value
+                    .split(',')
+                    .map(|s| s.trim().parse().map_err(bad))
+                    .collect::<Result<_, _>>()?
             }
+            other => return Err(format!(
+                "unknown flag `{other}`; expected --sizes, --seconds, --workers, --batch, --only"
+            )),
         }
     }
     Ok(args)
@@ -165,6 +189,36 @@ fn rss_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// The machine's CPU time so far, busy and idle, in ms (`/proc/stat`).
+fn cpu_ms() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal; 100 ticks per second.
+    let at = |i: usize| ticks.get(i).copied().unwrap_or(0) * 10;
+    let idle = at(3) + at(4);
+    let busy = (0..8).filter(|i| *i != 3 && *i != 4).map(at).sum();
+    (busy, idle)
+}
+
+/// This process's CPU time so far (all threads), in ms.
+fn own_cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    (fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)) * 10
+}
+
 /// Inserts `n` rows into `table` in one statement, then drains them with a
 /// listener started afterwards; returns events/s.
 fn drain(db: &TestDb, args: &Args, table: &str, channel: &str, n: u64) -> f64 {
@@ -174,6 +228,11 @@ fn drain(db: &TestDb, args: &Args, table: &str, channel: &str, n: u64) -> f64 {
         &format!("INSERT INTO {table} (v) SELECT i FROM generate_series(1, {n}) i"),
     );
     HANDLED.store(0, Ordering::SeqCst);
+    if let Ok(mut first) = FIRST.lock() {
+        *first = None;
+    }
+    let cpu_before = cpu_ms();
+    let own_before = own_cpu_ms();
     let start = Instant::now();
     let handle = pgpubsub::Listener::new(db.url())
         .channels([channel])
@@ -183,10 +242,17 @@ fn drain(db: &TestDb, args: &Args, table: &str, channel: &str, n: u64) -> f64 {
         .unwrap_or_else(|err| panic!("listener: {err}"));
     let mut peak = 0;
     while HANDLED.load(Ordering::Relaxed) < n {
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
         peak = peak.max(rss_kib().0);
     }
     let elapsed = start.elapsed();
+    let first = FIRST
+        .lock()
+        .ok()
+        .and_then(|mut first| first.take())
+        .map(|at| at.saturating_duration_since(start));
+    let cpu_after = cpu_ms();
+    let own_after = own_cpu_ms();
     let stats = handle.stats();
     let leases = (
         stats.leases_alone.load(Ordering::Relaxed),
@@ -202,6 +268,14 @@ fn drain(db: &TestDb, args: &Args, table: &str, channel: &str, n: u64) -> f64 {
             peak / 1024
         );
     }
+    let per_10k = |ms: u64| ms as f64 * 10_000.0 / n as f64;
+    println!(
+        "    {table}: first handled after {:?}; machine CPU per 10k events: busy {:.0} ms (listener process {:.0} ms), idle {:.0} ms",
+        first.unwrap_or_default(),
+        per_10k(cpu_after.0 - cpu_before.0),
+        per_10k(own_after - own_before),
+        per_10k(cpu_after.1 - cpu_before.1)
+    );
     println!(
         "    {table}: {n} rows, leases taken alone {} / chained {} / found nothing {} (batch {})",
         leases.0, leases.1, leases.2, args.batch
@@ -294,139 +368,153 @@ fn main() {
         args.batch
     );
 
-    println!("\n1. drain: N rows inserted by one statement, then a listener drains them");
-    for &n in &args.sizes {
-        let raw = raw_drain(&db, args.workers, n);
-        let noop = drain(&db, &args, "noop_rows", "noop_channel", n);
-        let write = drain(&db, &args, "write_rows", "write_channel", n);
-        println!("  N={n:>8}: raw SQL floor {raw:>9.0}/s | no-op handler {noop:>9.0}/s ({:.2}x floor) | one INSERT per event {write:>9.0}/s", noop / raw);
-    }
-
-    println!(
-        "\n2. writer overhead: single-row INSERT transactions/s, 4 clients, {}s each",
-        args.seconds
-    );
-    let mut conn = db.conn();
-    let plain = writer_tps(&db, "plain_rows", args.seconds);
-    let triggered = writer_tps(&db, "noop_rows", args.seconds);
-    println!(
-        "  without trigger {plain:>8.0}/s | with lockable trigger {triggered:>8.0}/s | ratio {:.2}",
-        triggered / plain
-    );
-    exec(&mut conn, "TRUNCATE pgpubsub_notification");
-
-    println!("\n3. bulk write: one INSERT of 100000 rows");
-    let plain = bulk_seconds(&db, "plain_rows", 100_000);
-    let triggered = bulk_seconds(&db, "noop_rows", 100_000);
-    println!(
-        "  without trigger {:.3}s | with trigger {:.3}s | ratio {:.2}",
-        plain,
-        triggered,
-        triggered / plain
-    );
-    exec(&mut conn, "TRUNCATE pgpubsub_notification");
-
-    println!("\n4. latency: idle listener, single insert committed -> handler start");
-    let (sender, receiver) = mpsc::channel();
-    if let Ok(mut guard) = LATENCY.lock() {
-        *guard = Some(sender);
-    }
-    let handle = pgpubsub::Listener::new(db.url())
-        .channels(["latency_channel"])
-        .workers(args.workers)
-        .spawn()
-        .unwrap_or_else(|err| panic!("listener: {err}"));
-    assert!(
-        handle.wait_listening(Duration::from_secs(10)),
-        "listener did not start"
-    );
-    let mut samples = Vec::new();
-    for _ in 0..300 {
-        let before_commit = Instant::now();
-        exec(&mut conn, "INSERT INTO latency_rows (v) VALUES (1)");
-        match receiver.recv_timeout(Duration::from_secs(10)) {
-            Ok(at) => samples.push(at.saturating_duration_since(before_commit)),
-            Err(_) => panic!("a latency sample timed out"),
+    if args.runs(1) {
+        println!("\n1. drain: N rows inserted by one statement, then a listener drains them");
+        for &n in &args.sizes {
+            let raw = raw_drain(&db, args.workers, n);
+            let noop = drain(&db, &args, "noop_rows", "noop_channel", n);
+            let write = drain(&db, &args, "write_rows", "write_channel", n);
+            println!("  N={n:>8}: raw SQL floor {raw:>9.0}/s | no-op handler {noop:>9.0}/s ({:.2}x floor) | one INSERT per event {write:>9.0}/s", noop / raw);
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    if let Err(err) = handle.shutdown() {
-        panic!("listener failed: {err}");
-    }
-    samples.sort();
-    println!(
-        "  p50 {:?} | p90 {:?} | p99 {:?} | max {:?} ({} samples)",
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.9),
-        percentile(&samples, 0.99),
-        samples[samples.len() - 1],
-        samples.len()
-    );
-
-    println!("\n5. recovery: every listener session terminated -> next handler start");
-    let handle = pgpubsub::Listener::new(db.url())
-        .channels(["latency_channel"])
-        .workers(args.workers)
-        .spawn()
-        .unwrap_or_else(|err| panic!("listener: {err}"));
-    assert!(
-        handle.wait_listening(Duration::from_secs(10)),
-        "listener did not start"
-    );
-    let mut samples = Vec::new();
-    for _ in 0..50 {
-        // Warm: the listener serves, then loses every session at once.
-        exec(&mut conn, "INSERT INTO latency_rows (v) VALUES (1)");
-        if receiver.recv_timeout(Duration::from_secs(30)).is_err() {
-            panic!("the listener did not serve before the kill");
-        }
-        let killed = Instant::now();
-        exec(
-            &mut conn,
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    if args.runs(2) {
+        println!(
+            "\n2. writer overhead: single-row INSERT transactions/s, 4 clients, {}s each",
+            args.seconds
         );
-        exec(&mut conn, "INSERT INTO latency_rows (v) VALUES (1)");
-        match receiver.recv_timeout(Duration::from_secs(60)) {
-            Ok(at) => samples.push(at.saturating_duration_since(killed)),
-            Err(_) => panic!("no notification handled within 60 s of the kill"),
-        }
+        let mut conn = db.conn();
+        let plain = writer_tps(&db, "plain_rows", args.seconds);
+        let triggered = writer_tps(&db, "noop_rows", args.seconds);
+        println!(
+            "  without trigger {plain:>8.0}/s | with lockable trigger {triggered:>8.0}/s | ratio {:.2}",
+            triggered / plain
+        );
+        exec(&mut conn, "TRUNCATE pgpubsub_notification");
     }
-    let restarts = handle.stats().restarts.load(Ordering::Relaxed);
-    if let Err(err) = handle.shutdown() {
-        panic!("listener failed: {err}");
+    if args.runs(3) {
+        let mut conn = db.conn();
+        println!("\n3. bulk write: one INSERT of 100000 rows");
+        let plain = bulk_seconds(&db, "plain_rows", 100_000);
+        let triggered = bulk_seconds(&db, "noop_rows", 100_000);
+        println!(
+            "  without trigger {:.3}s | with trigger {:.3}s | ratio {:.2}",
+            plain,
+            triggered,
+            triggered / plain
+        );
+        exec(&mut conn, "TRUNCATE pgpubsub_notification");
     }
-    samples.sort();
-    println!(
-        "  p50 {:?} | p90 {:?} | p99 {:?} | max {:?} ({} kills, {restarts} worker restarts)",
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.9),
-        percentile(&samples, 0.99),
-        samples[samples.len() - 1],
-        samples.len()
-    );
-    println!("\n6. producer: 10000 messages sent in one transaction");
-    let messages: Vec<BenchMessage> = (0..10_000).map(|n| BenchMessage { n }).collect();
-    let mut conn = db.conn();
-    let start = Instant::now();
-    conn.transaction::<_, pgpubsub::Error, _>(|conn| {
-        for message in &messages {
-            pgpubsub::notify(conn, message)?;
+    if args.runs(4) {
+        let mut conn = db.conn();
+        println!("\n4. latency: idle listener, single insert committed -> handler start");
+        let (sender, receiver) = mpsc::channel();
+        if let Ok(mut guard) = LATENCY.lock() {
+            *guard = Some(sender);
         }
-        Ok(())
-    })
-    .unwrap_or_else(|err| panic!("notify: {err}"));
-    let one_by_one = messages.len() as f64 / start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    conn.transaction::<_, pgpubsub::Error, _>(|conn| pgpubsub::notify_all(conn, &messages))
-        .unwrap_or_else(|err| panic!("notify_all: {err}"));
-    let all = messages.len() as f64 / start.elapsed().as_secs_f64();
-    println!(
-        "  notify one by one {one_by_one:>9.0}/s | notify_all {all:>9.0}/s | ratio {:.1}",
-        all / one_by_one
-    );
-    exec(&mut conn, "DELETE FROM pgpubsub_notification");
-
+        let handle = pgpubsub::Listener::new(db.url())
+            .channels(["latency_channel"])
+            .workers(args.workers)
+            .spawn()
+            .unwrap_or_else(|err| panic!("listener: {err}"));
+        assert!(
+            handle.wait_listening(Duration::from_secs(10)),
+            "listener did not start"
+        );
+        let mut samples = Vec::new();
+        for _ in 0..300 {
+            let before_commit = Instant::now();
+            exec(&mut conn, "INSERT INTO latency_rows (v) VALUES (1)");
+            match receiver.recv_timeout(Duration::from_secs(10)) {
+                Ok(at) => samples.push(at.saturating_duration_since(before_commit)),
+                Err(_) => panic!("a latency sample timed out"),
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Err(err) = handle.shutdown() {
+            panic!("listener failed: {err}");
+        }
+        samples.sort();
+        println!(
+            "  p50 {:?} | p90 {:?} | p99 {:?} | max {:?} ({} samples)",
+            percentile(&samples, 0.5),
+            percentile(&samples, 0.9),
+            percentile(&samples, 0.99),
+            samples[samples.len() - 1],
+            samples.len()
+        );
+    }
+    if args.runs(5) {
+        println!("\n5. recovery: every listener session terminated -> next handler start");
+        let (sender, receiver) = mpsc::channel();
+        if let Ok(mut guard) = LATENCY.lock() {
+            *guard = Some(sender);
+        }
+        let mut conn = db.conn();
+        let handle = pgpubsub::Listener::new(db.url())
+            .channels(["latency_channel"])
+            .workers(args.workers)
+            .spawn()
+            .unwrap_or_else(|err| panic!("listener: {err}"));
+        assert!(
+            handle.wait_listening(Duration::from_secs(10)),
+            "listener did not start"
+        );
+        let mut samples = Vec::new();
+        for _ in 0..50 {
+            // Warm: the listener serves, then loses every session at once.
+            exec(&mut conn, "INSERT INTO latency_rows (v) VALUES (1)");
+            if receiver.recv_timeout(Duration::from_secs(30)).is_err() {
+                panic!("the listener did not serve before the kill");
+            }
+            let killed = Instant::now();
+            exec(
+                &mut conn,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            );
+            exec(&mut conn, "INSERT INTO latency_rows (v) VALUES (1)");
+            match receiver.recv_timeout(Duration::from_secs(60)) {
+                Ok(at) => samples.push(at.saturating_duration_since(killed)),
+                Err(_) => panic!("no notification handled within 60 s of the kill"),
+            }
+        }
+        let restarts = handle.stats().restarts.load(Ordering::Relaxed);
+        if let Err(err) = handle.shutdown() {
+            panic!("listener failed: {err}");
+        }
+        samples.sort();
+        println!(
+            "  p50 {:?} | p90 {:?} | p99 {:?} | max {:?} ({} kills, {restarts} worker restarts)",
+            percentile(&samples, 0.5),
+            percentile(&samples, 0.9),
+            percentile(&samples, 0.99),
+            samples[samples.len() - 1],
+            samples.len()
+        );
+    }
+    if args.runs(6) {
+        println!("\n6. producer: 10000 messages sent in one transaction");
+        let messages: Vec<BenchMessage> = (0..10_000).map(|n| BenchMessage { n }).collect();
+        let mut conn = db.conn();
+        let start = Instant::now();
+        conn.transaction::<_, pgpubsub::Error, _>(|conn| {
+            for message in &messages {
+                pgpubsub::notify(conn, message)?;
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|err| panic!("notify: {err}"));
+        let one_by_one = messages.len() as f64 / start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        conn.transaction::<_, pgpubsub::Error, _>(|conn| pgpubsub::notify_all(conn, &messages))
+            .unwrap_or_else(|err| panic!("notify_all: {err}"));
+        let all = messages.len() as f64 / start.elapsed().as_secs_f64();
+        println!(
+            "  notify one by one {one_by_one:>9.0}/s | notify_all {all:>9.0}/s | ratio {:.1}",
+            all / one_by_one
+        );
+        exec(&mut conn, "DELETE FROM pgpubsub_notification");
+    }
     let (_, hwm) = rss_kib();
     println!("\n7. memory: bench process peak RSS {} MiB", hwm / 1024);
 }
