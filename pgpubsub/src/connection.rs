@@ -4,11 +4,17 @@
 //! libpq does it for Diesel's.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel::{Connection, PgConnection};
-use postgres_native_tls::MakeTlsConnector;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{Error, Result};
 
@@ -270,7 +276,7 @@ impl TlsMode {
 /// The `LISTEN` session's TLS.
 pub(crate) enum Tls {
     Off(postgres::NoTls),
-    On(MakeTlsConnector),
+    On(MakeRustlsConnect),
 }
 
 impl Tls {
@@ -279,6 +285,11 @@ impl Tls {
     /// (`sslrootcert`, or `~/.postgresql/root.crt`), `verify-ca` checks the
     /// chain, `verify-full` the chain and the host name. `sslrootcert=system`
     /// trusts the system's roots.
+    ///
+    /// rustls, not OpenSSL: setting up an OpenSSL connector reads the
+    /// system's whole certificate bundle (twice, through native-tls), tens
+    /// of milliseconds of CPU at every listener start even when nothing is
+    /// checked against it. Here roots are read only when a check needs them.
     fn from_mode(mode: &TlsMode, root: Option<&str>) -> Result<Tls> {
         if *mode == TlsMode::Disable {
             return Ok(Tls::Off(postgres::NoTls));
@@ -286,17 +297,14 @@ impl Tls {
         let default_root = std::env::var_os("HOME")
             .map(|home| std::path::Path::new(&home).join(".postgresql/root.crt"))
             .filter(|path| path.exists());
-        let mut builder = native_tls::TlsConnector::builder();
         let root_path = match root {
             Some("system") => None,
             Some(path) => Some(PathBuf::from(path)),
             None => default_root,
         };
-        // Building a connector reads the system's certificate bundle (tens
-        // of milliseconds): build each kind once per process (a root
-        // certificate file replaced while the process runs is read again
-        // only by a new process).
-        static BUILT: Mutex<Vec<(TlsMode, Option<PathBuf>, MakeTlsConnector)>> =
+        // Built once per kind per process (a root certificate file replaced
+        // while the process runs is read again only by a new process).
+        static BUILT: Mutex<Vec<(TlsMode, Option<PathBuf>, MakeRustlsConnect)>> =
             Mutex::new(Vec::new());
         let mut built = BUILT
             .lock()
@@ -307,45 +315,148 @@ impl Tls {
         {
             return Ok(Tls::On(connector.clone()));
         }
-        let mut verify_chain = matches!(mode, TlsMode::VerifyCa | TlsMode::VerifyFull);
-        if let Some(path) = &root_path {
-            let pem = std::fs::read(path).map_err(|err| {
-                Error::Config(format!(
-                    "cannot read the root certificate `{}` (sslrootcert): {err}",
-                    path.display()
-                ))
-            })?;
-            let certificate = native_tls::Certificate::from_pem(&pem).map_err(|err| {
-                Error::Config(format!(
-                    "cannot read the root certificate `{}` (sslrootcert): {err}",
-                    path.display()
-                ))
-            })?;
-            builder
-                .add_root_certificate(certificate)
-                .disable_built_in_roots(true);
-            // libpq: a root certificate makes `require` check the chain.
-            verify_chain = true;
-        } else if verify_chain && root != Some("system") {
-            return Err(Error::Config(
-                "sslmode verify-ca/verify-full needs a root certificate: set sslrootcert (or sslrootcert=system for the system's roots)".into(),
-            ));
-        }
-        if !verify_chain {
-            // Nothing is checked against them: do not read the system's
-            // certificate bundle (tens of milliseconds at the first
-            // connection of a process).
-            builder.disable_built_in_roots(true);
-        }
-        builder
-            .danger_accept_invalid_certs(!verify_chain)
-            .danger_accept_invalid_hostnames(*mode != TlsMode::VerifyFull);
-        let connector = builder
-            .build()
-            .map_err(|err| Error::Config(format!("cannot set up TLS: {err}")))?;
-        let connector = MakeTlsConnector::new(connector);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verify_chain = matches!(mode, TlsMode::VerifyCa | TlsMode::VerifyFull);
+        let roots = if let Some(path) = &root_path {
+            // libpq: a root certificate makes `require` check the chain too.
+            Some(roots_from_file(path)?)
+        } else if verify_chain {
+            if root != Some("system") {
+                return Err(Error::Config(
+                    "sslmode verify-ca/verify-full needs a root certificate: set sslrootcert (or sslrootcert=system for the system's roots)".into(),
+                ));
+            }
+            Some(system_roots()?)
+        } else {
+            None
+        };
+        let chain = match roots {
+            Some(roots) => Some(
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|err| Error::Config(format!("cannot set up TLS: {err}")))?,
+            ),
+            None => None,
+        };
+        let verifier = Verifier {
+            chain,
+            host: *mode == TlsMode::VerifyFull,
+            provider: provider.clone(),
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|err| Error::Config(format!("cannot set up TLS: {err}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let connector = MakeRustlsConnect::new(config);
         built.push((mode.clone(), root_path, connector.clone()));
         Ok(Tls::On(connector))
+    }
+}
+
+/// The root certificates in PEM file `path` (`sslrootcert`).
+fn roots_from_file(path: &std::path::Path) -> Result<RootCertStore> {
+    let unreadable = |err: &dyn std::fmt::Display| {
+        Error::Config(format!(
+            "cannot read the root certificate `{}` (sslrootcert): {err}",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|err| unreadable(&err))?;
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        let certificate = certificate.map_err(|err| unreadable(&err))?;
+        roots.add(certificate).map_err(|err| unreadable(&err))?;
+    }
+    if roots.is_empty() {
+        return Err(unreadable(&"no certificate in it"));
+    }
+    Ok(roots)
+}
+
+/// The system's root certificates (`sslrootcert=system`).
+fn system_roots() -> Result<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+        return Err(Error::Config(format!(
+            "sslrootcert=system: no usable root certificate found on this system{}",
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", errors.join("; "))
+            }
+        )));
+    }
+    Ok(roots)
+}
+
+/// What the `LISTEN` session checks of the server's certificate, as libpq
+/// does: nothing without a root certificate (`prefer`, `require`), the chain
+/// (`verify-ca`, or any mode given a root certificate), and the host name
+/// too (`verify-full`). The handshake's signatures are always checked.
+#[derive(Debug)]
+struct Verifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    host: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.host => Ok(ServerCertVerified::assertion()),
+            outcome => outcome,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

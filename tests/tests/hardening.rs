@@ -556,7 +556,9 @@ fn assert_certificate_rejected(err: &Error, target: &str) {
     assert!(matches!(err, Error::Connect { .. }), "{message}");
     assert!(message.contains(target), "{message}");
     assert!(
-        message.contains("certificate verify failed"),
+        // libpq (OpenSSL) for the workers, rustls for the LISTEN session.
+        message.contains("certificate verify failed")
+            || message.contains("invalid peer certificate"),
         "the error should say the certificate was not trusted: {message}"
     );
 }
@@ -641,11 +643,7 @@ fn verify_full_on_a_host_the_certificate_does_not_name_fails_for_the_listen_sess
     let err = spawn_error(tls_listener(db.url()).listen_url(url("verify-full")));
     let message = chain(&err);
     assert!(matches!(err, Error::Connect { .. }), "{message}");
-    assert!(
-        message.to_lowercase().contains("hostname mismatch")
-            || message.contains("certificate verify failed"),
-        "{message}"
-    );
+    assert!(message.contains("not valid for name"), "{message}");
     // The same chain without the name check is fine.
     let handle = spawn_listening(tls_listener(db.url()).listen_url(url("verify-ca")));
     handle.shutdown().unwrap();

@@ -149,9 +149,11 @@ fn parse_args() -> Result<Args, String> {
                     .map(|s| s.trim().parse().map_err(bad))
                     .collect::<Result<_, _>>()?
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown flag `{other}`; expected --sizes, --seconds, --workers, --batch, --only"
-            )),
+            ))
+            }
         }
     }
     Ok(args)
