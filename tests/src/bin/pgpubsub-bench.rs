@@ -17,6 +17,7 @@ use pgpubsub_tests::TestDb;
 diesel::table! { noop_rows (id) { id -> BigInt, v -> Int4 } }
 diesel::table! { write_rows (id) { id -> BigInt, v -> Int4 } }
 diesel::table! { latency_rows (id) { id -> BigInt, v -> Int4 } }
+diesel::table! { steady_rows (id) { id -> BigInt, v -> BigInt } }
 
 #[derive(Queryable, Selectable, Identifiable)]
 #[diesel(table_name = noop_rows)]
@@ -38,6 +39,16 @@ struct LatencyRow {
     id: i64,
     v: i32,
 }
+
+#[derive(Queryable, Selectable, Identifiable)]
+#[diesel(table_name = steady_rows)]
+struct SteadyRow {
+    id: i64,
+    v: i64,
+}
+
+#[pgpubsub::trigger_channel(model = SteadyRow, lock_notifications)]
+struct SteadyChannel;
 
 #[pgpubsub::trigger_channel(model = NoopRow, lock_notifications)]
 struct NoopChannel;
@@ -96,7 +107,36 @@ fn latency(new: LatencyRow) {
     }
 }
 
+/// Steady load: when each write (by its `v`) committed and when its handler
+/// started, in ns since `epoch` (0: not yet).
+struct Steady {
+    epoch: Instant,
+    committed: Vec<AtomicU64>,
+    started: Vec<AtomicU64>,
+}
+
+static STEADY: std::sync::RwLock<Option<Steady>> = std::sync::RwLock::new(None);
+
+fn steady_mark(pick: fn(&Steady) -> &[AtomicU64], v: i64) {
+    if let Ok(guard) = STEADY.read() {
+        if let Some(steady) = guard.as_ref() {
+            let at = steady.epoch.elapsed().as_nanos().max(1) as u64;
+            if let Some(slot) = usize::try_from(v).ok().and_then(|v| pick(steady).get(v)) {
+                // The first handler start counts (a retry would be later).
+                let _ = slot.compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[pgpubsub::post_insert_listener(SteadyChannel)]
+fn steady(new: SteadyRow) {
+    std::hint::black_box(new.id);
+    steady_mark(|steady| &steady.started, new.v);
+}
+
 const SCHEMA: &str = "
+CREATE TABLE steady_rows (id bigserial PRIMARY KEY, v bigint NOT NULL);
 CREATE TABLE noop_rows (id bigserial PRIMARY KEY, v int NOT NULL);
 CREATE TABLE write_rows (id bigserial PRIMARY KEY, v int NOT NULL);
 CREATE TABLE latency_rows (id bigserial PRIMARY KEY, v int NOT NULL);
@@ -111,6 +151,8 @@ struct Args {
     batch: i64,
     /// The sections to run (1-based), all when empty.
     only: Vec<u32>,
+    /// How long each steady-load run lasts.
+    steady_seconds: u64,
 }
 
 impl Args {
@@ -126,6 +168,7 @@ fn parse_args() -> Result<Args, String> {
         workers: 2,
         batch: 100,
         only: Vec::new(),
+        steady_seconds: 60,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
@@ -143,6 +186,7 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => args.seconds = value.parse().map_err(bad)?,
             "--workers" => args.workers = value.parse().map_err(bad)?,
             "--batch" => args.batch = value.parse().map_err(bad)?,
+            "--steady-seconds" => args.steady_seconds = value.parse().map_err(bad)?,
             "--only" => {
                 args.only = value
                     .split(',')
@@ -151,7 +195,7 @@ fn parse_args() -> Result<Args, String> {
             }
             other => {
                 return Err(format!(
-                "unknown flag `{other}`; expected --sizes, --seconds, --workers, --batch, --only"
+                "unknown flag `{other}`; expected --sizes, --seconds, --workers, --batch, --only, --steady-seconds"
             ))
             }
         }
@@ -349,6 +393,188 @@ fn bulk_seconds(db: &TestDb, table: &str, n: u64) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// Single-row insert transactions into `steady_rows` from 4 writers, each
+/// `v` a fresh sequence number, paced to `rate` per second in all (as fast
+/// as they go when `None`), for `seconds`; returns how many were written.
+/// With `at_10s`, calls it once 10 s in.
+fn steady_writers(
+    db: &TestDb,
+    rate: Option<f64>,
+    seconds: u64,
+    at_10s: Option<&(dyn Fn() + Sync)>,
+) -> u64 {
+    let next = AtomicU64::new(1);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    std::thread::scope(|scope| {
+        for writer in 0..4u64 {
+            let next = &next;
+            scope.spawn(move || {
+                let mut conn = db.conn();
+                let interval = rate.map(|rate| Duration::from_secs_f64(4.0 / rate));
+                // Writers start spread over one interval.
+                let mut due = start + interval.map_or(Duration::ZERO, |i| i * writer as u32 / 4);
+                while Instant::now() < deadline {
+                    if let Some(interval) = interval {
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        due += interval;
+                    }
+                    let v = next.fetch_add(1, Ordering::Relaxed) as i64;
+                    if let Err(err) = diesel::sql_query("INSERT INTO steady_rows (v) VALUES ($1)")
+                        .bind::<BigInt, _>(v)
+                        .execute(&mut conn)
+                    {
+                        panic!("steady write: {err}");
+                    }
+                    steady_mark(|steady| &steady.committed, v);
+                }
+            });
+        }
+        if let Some(at_10s) = at_10s {
+            let ten = start + Duration::from_secs(10);
+            scope.spawn(move || {
+                let now = Instant::now();
+                if ten < deadline {
+                    std::thread::sleep(ten.saturating_duration_since(now));
+                    at_10s();
+                }
+            });
+        }
+    });
+    next.load(Ordering::Relaxed) - 1
+}
+
+#[derive(QueryableByName, Debug, Default, Clone, Copy)]
+struct TableSize {
+    #[diesel(sql_type = BigInt)]
+    table_bytes: i64,
+    #[diesel(sql_type = BigInt)]
+    index_bytes: i64,
+    #[diesel(sql_type = BigInt)]
+    dead: i64,
+    #[diesel(sql_type = BigInt)]
+    live: i64,
+}
+
+/// The notification table's and its claim index's size, and its dead and
+/// live tuples (exact: `pgstattuple`).
+fn table_size(conn: &mut PgConnection) -> TableSize {
+    diesel::sql_query(
+        "SELECT pg_relation_size('pgpubsub_notification') AS table_bytes, \
+                pg_relation_size('pgpubsub_notification_live_idx') AS index_bytes, \
+                s.dead_tuple_count AS dead, s.tuple_count AS live \
+         FROM pgstattuple('pgpubsub_notification') AS s",
+    )
+    .get_result(conn)
+    .unwrap_or_else(|err| panic!("table size: {err}"))
+}
+
+fn describe(size: TableSize) -> String {
+    format!(
+        "table {:.1} MiB ({} live, {} dead tuples), index {:.1} MiB",
+        size.table_bytes as f64 / 1048576.0,
+        size.live,
+        size.dead,
+        size.index_bytes as f64 / 1048576.0
+    )
+}
+
+/// DESIGN's steady load: writers and a listener together for
+/// `steady_seconds` at 50% and 90% of the writers' maximum rate.
+fn steady_load(db: &TestDb, args: &Args) {
+    let mut conn = db.conn();
+    exec(&mut conn, "CREATE EXTENSION IF NOT EXISTS pgstattuple");
+    let seconds = args.steady_seconds;
+    println!(
+        "\n8. steady load: 4 writers of single-row transactions and a listener ({} workers), {seconds} s per run",
+        args.workers
+    );
+    let listener = || {
+        let handle = pgpubsub::Listener::new(db.url())
+            .channels(["steady_channel"])
+            .workers(args.workers)
+            .batch_size(args.batch)
+            .spawn()
+            .unwrap_or_else(|err| panic!("listener: {err}"));
+        assert!(
+            handle.wait_listening(Duration::from_secs(10)),
+            "listener did not start"
+        );
+        handle
+    };
+    let install = |capacity: usize| {
+        if let Ok(mut guard) = STEADY.write() {
+            *guard = Some(Steady {
+                epoch: Instant::now(),
+                committed: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+                started: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+            });
+        }
+    };
+    // The writers' maximum, with the listener serving.
+    install(4_000_000);
+    let handle = listener();
+    let probe = 5;
+    let max = steady_writers(db, None, probe, None) as f64 / probe as f64;
+    if let Err(err) = handle.shutdown() {
+        panic!("listener failed: {err}");
+    }
+    println!("  writers' maximum with the listener running: {max:.0}/s");
+    for share in [0.5, 0.9] {
+        exec(&mut conn, "TRUNCATE steady_rows, pgpubsub_notification");
+        exec(&mut conn, "VACUUM pgpubsub_notification");
+        let rate = max * share;
+        install((rate * seconds as f64 * 1.2) as usize + 1000);
+        let handle = listener();
+        let early = Mutex::new(TableSize::default());
+        let at_10s = || {
+            let mut conn = db.conn();
+            if let Ok(mut early) = early.lock() {
+                *early = table_size(&mut conn);
+            }
+        };
+        let written = steady_writers(db, Some(rate), seconds, Some(&at_10s));
+        let backlog = pgpubsub_tests::count(
+            &mut conn,
+            "SELECT count(*) AS n FROM pgpubsub_notification WHERE channel = 'steady_channel' AND dead_at IS NULL",
+        );
+        let end = table_size(&mut conn);
+        if let Err(err) = handle.shutdown() {
+            panic!("listener failed: {err}");
+        }
+        let mut lags = Vec::new();
+        let mut unhandled = 0u64;
+        if let Ok(guard) = STEADY.read() {
+            if let Some(steady) = guard.as_ref() {
+                for v in 1..=written as usize {
+                    let committed = steady.committed[v].load(Ordering::Relaxed);
+                    let started = steady.started[v].load(Ordering::Relaxed);
+                    if committed == 0 || started == 0 {
+                        unhandled += 1;
+                        continue;
+                    }
+                    lags.push(Duration::from_nanos(started.saturating_sub(committed)));
+                }
+            }
+        }
+        lags.sort();
+        let early = early.lock().map(|early| *early).unwrap_or_default();
+        println!(
+            "  {:.0}% ({rate:.0}/s asked, {:.0}/s written): lag commit -> handler start p50 {:?} | p99 {:?} | max {:?}; backlog at the end {backlog} ({unhandled} not handled when the writers stopped)",
+            share * 100.0,
+            written as f64 / seconds as f64,
+            lags.get(lags.len() / 2).copied().unwrap_or_default(),
+            if lags.is_empty() { Duration::ZERO } else { percentile(&lags, 0.99) },
+            lags.last().copied().unwrap_or_default(),
+        );
+        println!("      after 10 s: {}", describe(early));
+        println!("      at the end: {}", describe(end));
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -516,6 +742,9 @@ fn main() {
             all / one_by_one
         );
         exec(&mut conn, "DELETE FROM pgpubsub_notification");
+    }
+    if args.runs(8) {
+        steady_load(&db, &args);
     }
     let (_, hwm) = rss_kib();
     println!("\n7. memory: bench process peak RSS {} MiB", hwm / 1024);
