@@ -65,7 +65,7 @@ pub(crate) fn run(shared: &Shared, client: Client) {
         };
         shared.set_listening(true);
         // Catch up on whatever was stored while nobody listened.
-        shared.wake_workers();
+        shared.wake_all_workers();
         match serve(shared, &mut session) {
             Ok(()) => {
                 // A session that does not answer at once is not waited for:

@@ -22,6 +22,9 @@ pub(crate) struct Broadcast {
 pub(crate) struct WakeState {
     /// Bumped on every wake-up for stored notifications.
     pub(crate) seq: u64,
+    /// Wake-ups handed on by a worker whose lease came back full: each
+    /// brings one more idle worker in, without a sweep from the start.
+    pub(crate) spare: usize,
     pub(crate) broadcasts: VecDeque<Broadcast>,
 }
 
@@ -179,10 +182,34 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Wakes every idle worker to claim stored notifications.
+    /// Wakes one idle worker to claim stored notifications (sweeping from
+    /// the start of its channels). More join while there is more work: a
+    /// worker whose lease comes back full wakes the next
+    /// ([`Shared::wake_another`]). So a wake-up costs one claim, not one
+    /// per worker, and a backlog still gets every worker.
     pub(crate) fn wake_workers(&self) {
         self.wake_state().seq += 1;
+        self.wake_cond.notify_one();
+    }
+
+    /// Wakes every idle worker to sweep for stored notifications: after the
+    /// `LISTEN` session was (re-)established, when notifications may have
+    /// been stored unannounced. Each also finds out whether its own
+    /// session survived whatever broke the `LISTEN` one.
+    pub(crate) fn wake_all_workers(&self) {
+        self.wake_state().seq += 1;
         self.wake_cond.notify_all();
+    }
+
+    /// Wakes one more idle worker: the caller's lease came back full, so
+    /// there is likely work for another.
+    pub(crate) fn wake_another(&self) {
+        let mut state = self.wake_state();
+        if state.spare < self.config.workers {
+            state.spare += 1;
+        }
+        drop(state);
+        self.wake_cond.notify_one();
     }
 
     /// Queues a broadcast for a worker; false when the queue is full (the

@@ -21,7 +21,10 @@ use pgpubsub_tests::{count, spawn_listening, wait_until, TestDb, WAIT};
 use serde::{Deserialize, Serialize};
 
 const SCHEMA: &str = "
-CREATE TABLE handled (id bigserial PRIMARY KEY, channel text NOT NULL, key bigint NOT NULL);
+CREATE TABLE handled (
+    id bigserial PRIMARY KEY, channel text NOT NULL, key bigint NOT NULL,
+    backend int NOT NULL DEFAULT pg_backend_pid()
+);
 CREATE TABLE started (id bigserial PRIMARY KEY, pid int NOT NULL, attempt int NOT NULL);
 CREATE TABLE slow_effects (
     id bigserial PRIMARY KEY,
@@ -1268,4 +1271,69 @@ fn a_backlog_drains_in_one_chain_of_leases_past_short_ones() {
     );
     // 49 rows, then chained: 1, 69, 1, 100 and 80.
     assert_eq!((alone, chained), (1, 5), "(leases taken alone, chained)");
+}
+
+/// A wake-up brings in one idle worker, not all of them: with 8 idle
+/// workers, one notification costs the woken worker's leases (the one that
+/// finds it, the empty one that ends its chain, and its next round's two
+/// empty ones: from its cursor, then from the start), not a sweep by every
+/// worker. A lease that comes back full
+/// brings in the next worker, so a backlog is still shared.
+#[test]
+fn a_wake_up_wakes_one_idle_worker_and_a_full_lease_brings_in_the_next() {
+    let db = TestDb::new(SCHEMA);
+    let mut conn = db.conn();
+    let handle = spawn_listening(
+        pgpubsub::Listener::new(db.url())
+            .channels(["bystander"])
+            .workers(8)
+            .batch_size(10)
+            .poll_interval(Duration::from_secs(60)),
+    );
+    let stats = handle.stats();
+    let leases = || {
+        stats.leases_alone.load(Ordering::SeqCst)
+            + stats.leases_chained.load(Ordering::SeqCst)
+            + stats.leases_empty.load(Ordering::SeqCst)
+    };
+    // The start-up sweeps settle.
+    let mut settled = leases();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = leases();
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
+    let handled = |conn: &mut PgConnection| {
+        count(
+            conn,
+            "SELECT count(*) AS n FROM handled WHERE channel = 'bystander'",
+        )
+    };
+    for round in 1..=3 {
+        let before = leases();
+        pgpubsub::notify(&mut conn, &Bystander { key: round }).unwrap();
+        assert!(wait_until(WAIT, || handled(&mut conn) == round));
+        std::thread::sleep(Duration::from_millis(300));
+        let taken = leases() - before;
+        // Waking all 8 takes 11: those 4 and an empty sweep by each of the
+        // other 7.
+        assert!(taken <= 5, "one notification took {taken} leases");
+    }
+    // A backlog of 40 batches: the first worker's full lease wakes a second,
+    // and so on, so several workers lease.
+    let messages: Vec<Bystander> = (100..500).map(|key| Bystander { key }).collect();
+    pgpubsub::notify_all(&mut conn, &messages).unwrap();
+    assert!(wait_until(WAIT, || handled(&mut conn) == 403));
+    let workers = count(
+        &mut conn,
+        "SELECT count(DISTINCT backend) AS n FROM handled WHERE channel = 'bystander' AND key >= 100",
+    );
+    handle.shutdown().unwrap();
+    assert!(
+        workers >= 2,
+        "the backlog was handled by {workers} worker(s)"
+    );
 }

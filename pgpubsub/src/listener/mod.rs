@@ -266,7 +266,7 @@ impl Listener {
             };
         // The workers' first sweep may have run before `LISTEN` took effect:
         // sweep again, so that no row committed in between waits for a poll.
-        shared.wake_workers();
+        shared.wake_all_workers();
         let notifier_thread = threads.spawn("pgpubsub-notifier", {
             let shared = shared.clone();
             move || notifier::run(&shared, listen_client)

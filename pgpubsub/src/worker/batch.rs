@@ -154,6 +154,10 @@ pub(super) fn claim(
         &shared.stats.leases_alone
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    // A full lease: there is likely more, so bring in another worker.
+    if i64::try_from(leased.live().len()).unwrap_or(i64::MAX) >= limit {
+        shared.wake_another();
+    }
     let started = Instant::now();
     let mut done = Done::empty(cursor);
     let mut next = Some(leased);

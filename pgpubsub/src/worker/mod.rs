@@ -60,10 +60,16 @@ pub(crate) fn run(shared: &Shared, index: usize, healthy: &AtomicBool) -> Result
     Ok(())
 }
 
+/// Waits for a wake-up (a notification, a wake-up handed on by a busy
+/// worker, a broadcast, a stop) or the poll interval.
 fn wait_for_work(shared: &Shared, seen: u64) {
     let mut state = shared.wake_state();
     let deadline = Instant::now() + shared.config.poll_interval;
     while state.seq == seen && state.broadcasts.is_empty() && !shared.stopping() {
+        if state.spare > 0 {
+            state.spare -= 1;
+            return;
+        }
         let now = Instant::now();
         if now >= deadline {
             return;
