@@ -2,7 +2,7 @@
 //! measurements DESIGN.md asks for, against the plain-SQL floor, on a fresh
 //! database of the server in `DATABASE_URL` (default: the local server).
 //!
-//! `cargo run --release -p pgpubsub-tests --bin pgpubsub-bench -- [--sizes 10000,100000] [--seconds 5] [--only 1,4]`
+//! `cargo run --release -p pgpubsub-tests --bin pgpubsub-bench -- [--sizes 10000,100000] [--seconds 5] [--workers 2] [--batch 100] [--steady-seconds 60] [--only 1,8]`
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
