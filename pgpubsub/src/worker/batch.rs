@@ -36,6 +36,9 @@ pub(super) struct Done {
     /// When a transaction was cut by handler time: how many notifications
     /// fitted in it (the next lease takes about that many).
     pub(super) fitted: Option<i64>,
+    /// The chain of leases ended with one that found nothing: the channel
+    /// had nothing more after the cursor as of that lease.
+    pub(super) drained: bool,
 }
 
 impl Done {
@@ -47,6 +50,7 @@ impl Done {
             failed: 0,
             dead: 0,
             fitted: None,
+            drained: false,
         }
     }
 }
@@ -224,6 +228,7 @@ pub(super) fn claim(
                     if part.next.is_some() {
                         next = part.next;
                     }
+                    done.drained = part.chain_ended;
                     if part.ran == 0 {
                         // Stopping before the first: give the rest back.
                         release(conn, &pending)?;
@@ -340,6 +345,8 @@ struct Part {
     cut: bool,
     /// The next lease, committed with this transaction (see [`Chain`]).
     next: Option<Lease>,
+    /// The next lease was taken and found nothing.
+    chain_ended: bool,
 }
 
 /// One claimed notification, ready for its handlers or failed already.
@@ -437,6 +444,7 @@ fn run_leased(
             dead: 0,
             cut: false,
             next: None,
+            chain_ended: false,
         };
         let mut settled: Vec<i64> = Vec::with_capacity(claimed.len());
         for (row, prepared) in claimed.iter().zip(prepared) {
@@ -513,6 +521,7 @@ fn run_leased(
                     &shared.stats.leases_chained
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
+                part.chain_ended = next.is_empty();
                 part.next = (!next.is_empty()).then_some(next);
             }
             // Settled: its lease ends with this transaction.

@@ -28,6 +28,7 @@ pub(crate) fn run(shared: &Shared, index: usize, healthy: &AtomicBool) -> Result
     let mut claims = Claims {
         next_channel: index,
         cursors: vec![0; shared.lockable.len()],
+        drained: vec![false; shared.lockable.len()],
         limits: vec![shared.config.batch_size; shared.lockable.len()],
         seen_seq: None,
     };
@@ -55,6 +56,8 @@ pub(crate) fn run(shared: &Shared, index: usize, healthy: &AtomicBool) -> Result
             continue;
         }
         wait_for_work(shared, seen);
+        // Retries come due and leases run out without a wake-up.
+        claims.undrain();
     }
     tracing::debug!(worker = index, "worker stopped");
     Ok(())
@@ -92,6 +95,11 @@ fn wait_for_work(shared: &Shared, seen: u64) {
 struct Claims {
     next_channel: usize,
     cursors: Vec<i64>,
+    /// Channels found empty since the last wake-up or wait: a sweep from
+    /// the start whose chain of leases ended with one that found nothing.
+    /// Claiming them again before something new is announced would find
+    /// nothing either (a row committed since sent a wake-up).
+    drained: Vec<bool>,
     /// How many notifications the next lease of each channel takes: the
     /// batch size, or fewer after a batch ran past `batch_time`, so leased
     /// notifications do not wait long behind slow handlers.
@@ -102,6 +110,11 @@ struct Claims {
 impl Claims {
     fn reset(&mut self) {
         self.cursors.iter_mut().for_each(|cursor| *cursor = 0);
+        self.undrain();
+    }
+
+    fn undrain(&mut self) {
+        self.drained.iter_mut().for_each(|drained| *drained = false);
     }
 
     /// Leases and runs one batch from the first lockable channel, in
@@ -117,13 +130,19 @@ impl Claims {
         for _ in 0..channels {
             let index = self.next_channel % channels;
             self.next_channel = self.next_channel.wrapping_add(1);
+            if self.drained[index] {
+                continue;
+            }
             let channel = &shared.lockable[index];
             let limit = self.limits[index];
-            let mut done = batch::claim(shared, conn, plans, channel, self.cursors[index], limit)?;
-            if done.leased == 0 && self.cursors[index] > 0 {
+            let mut from = self.cursors[index];
+            let mut done = batch::claim(shared, conn, plans, channel, from, limit)?;
+            if done.leased == 0 && from > 0 {
+                from = 0;
                 self.cursors[index] = 0;
                 done = batch::claim(shared, conn, plans, channel, 0, limit)?;
             }
+            self.drained[index] = from == 0 && done.drained;
             // Counted once committed.
             let stats = &shared.stats;
             stats.completed.fetch_add(done.completed, Ordering::Relaxed);
