@@ -225,10 +225,8 @@ pub(super) fn claim(
                         shared.stats.batches_cut.fetch_add(1, Ordering::Relaxed);
                         done.fitted = Some(i64::try_from(part.ran).unwrap_or(i64::MAX));
                     }
-                    if part.next.is_some() {
-                        next = part.next;
-                    }
-                    done.drained = part.chain_ended;
+                    done.drained = part.next.as_ref().is_some_and(Lease::is_empty);
+                    next = part.next.filter(|lease| !lease.is_empty());
                     if part.ran == 0 {
                         // Stopping before the first: give the rest back.
                         release(conn, &pending)?;
@@ -343,10 +341,9 @@ struct Part {
     dead: u64,
     /// It stopped at `batch_time`.
     cut: bool,
-    /// The next lease, committed with this transaction (see [`Chain`]).
+    /// The next lease, committed with this transaction (see [`Chain`]),
+    /// when one was taken (it may have found nothing).
     next: Option<Lease>,
-    /// The next lease was taken and found nothing.
-    chain_ended: bool,
 }
 
 /// One claimed notification, ready for its handlers or failed already.
@@ -444,7 +441,6 @@ fn run_leased(
             dead: 0,
             cut: false,
             next: None,
-            chain_ended: false,
         };
         let mut settled: Vec<i64> = Vec::with_capacity(claimed.len());
         for (row, prepared) in claimed.iter().zip(prepared) {
@@ -521,8 +517,7 @@ fn run_leased(
                     &shared.stats.leases_chained
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                part.chain_ended = next.is_empty();
-                part.next = (!next.is_empty()).then_some(next);
+                part.next = Some(next);
             }
             // Settled: its lease ends with this transaction.
             (true, None) => {

@@ -393,6 +393,39 @@ fn bulk_seconds(db: &TestDb, table: &str, n: u64) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// A listener of `channel` with `workers` (and `batch`, when given),
+/// subscribed.
+fn listening(
+    url: &str,
+    channel: &str,
+    workers: usize,
+    batch: Option<i64>,
+) -> pgpubsub::ListenerHandle {
+    let mut listener = pgpubsub::Listener::new(url)
+        .channels([channel])
+        .workers(workers);
+    if let Some(batch) = batch {
+        listener = listener.batch_size(batch);
+    }
+    let handle = listener
+        .spawn()
+        .unwrap_or_else(|err| panic!("listener: {err}"));
+    assert!(
+        handle.wait_listening(Duration::from_secs(10)),
+        "listener did not start"
+    );
+    handle
+}
+
+/// Routes the latency handler's start times to the returned receiver.
+fn latency_receiver() -> mpsc::Receiver<Instant> {
+    let (sender, receiver) = mpsc::channel();
+    if let Ok(mut guard) = LATENCY.lock() {
+        *guard = Some(sender);
+    }
+    receiver
+}
+
 /// Single-row insert transactions into `steady_rows` from 4 writers, each
 /// `v` a fresh sequence number, paced to `rate` per second in all (as fast
 /// as they go when `None`), for `seconds`; returns how many were written.
@@ -492,19 +525,7 @@ fn steady_load(db: &TestDb, args: &Args) {
         "\n8. steady load: 4 writers of single-row transactions and a listener ({} workers), {seconds} s per run",
         args.workers
     );
-    let listener = || {
-        let handle = pgpubsub::Listener::new(db.url())
-            .channels(["steady_channel"])
-            .workers(args.workers)
-            .batch_size(args.batch)
-            .spawn()
-            .unwrap_or_else(|err| panic!("listener: {err}"));
-        assert!(
-            handle.wait_listening(Duration::from_secs(10)),
-            "listener did not start"
-        );
-        handle
-    };
+    let listener = || listening(db.url(), "steady_channel", args.workers, Some(args.batch));
     let install = |capacity: usize| {
         if let Ok(mut guard) = STEADY.write() {
             *guard = Some(Steady {
@@ -635,19 +656,8 @@ fn main() {
     if args.runs(4) {
         let mut conn = db.conn();
         println!("\n4. latency: idle listener, single insert committed -> handler start");
-        let (sender, receiver) = mpsc::channel();
-        if let Ok(mut guard) = LATENCY.lock() {
-            *guard = Some(sender);
-        }
-        let handle = pgpubsub::Listener::new(db.url())
-            .channels(["latency_channel"])
-            .workers(args.workers)
-            .spawn()
-            .unwrap_or_else(|err| panic!("listener: {err}"));
-        assert!(
-            handle.wait_listening(Duration::from_secs(10)),
-            "listener did not start"
-        );
+        let receiver = latency_receiver();
+        let handle = listening(db.url(), "latency_channel", args.workers, None);
         let mut samples = Vec::new();
         for _ in 0..300 {
             let before_commit = Instant::now();
@@ -673,20 +683,9 @@ fn main() {
     }
     if args.runs(5) {
         println!("\n5. recovery: every listener session terminated -> next handler start");
-        let (sender, receiver) = mpsc::channel();
-        if let Ok(mut guard) = LATENCY.lock() {
-            *guard = Some(sender);
-        }
+        let receiver = latency_receiver();
         let mut conn = db.conn();
-        let handle = pgpubsub::Listener::new(db.url())
-            .channels(["latency_channel"])
-            .workers(args.workers)
-            .spawn()
-            .unwrap_or_else(|err| panic!("listener: {err}"));
-        assert!(
-            handle.wait_listening(Duration::from_secs(10)),
-            "listener did not start"
-        );
+        let handle = listening(db.url(), "latency_channel", args.workers, None);
         let mut samples = Vec::new();
         for _ in 0..50 {
             // Warm: the listener serves, then loses every session at once.
